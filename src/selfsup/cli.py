@@ -1,0 +1,121 @@
+"""``selfsup train | eval | export | list | demo``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _train(args) -> int:
+    from selfsup.api import train
+
+    overrides = list(args.overrides)
+    recipe = args.recipe
+    if recipe and "=" in recipe:  # no recipe given, only overrides
+        overrides.insert(0, recipe)
+        recipe = None
+    if args.epochs is not None:
+        overrides.append(f"train.epochs={args.epochs}")
+    if args.budget is not None:
+        overrides += [f"train.budget={args.budget}", "train.epochs=null"]
+    if args.name:
+        overrides.append(f"name={args.name}")
+    if args.resume:
+        train(resume=args.resume, overrides=overrides)
+    else:
+        train(recipe, overrides=overrides)
+    return 0
+
+
+def _eval(args) -> int:
+    from selfsup.api import evaluate
+
+    evaluate(args.run, data=args.data)
+    return 0
+
+
+def _export(args) -> int:
+    from selfsup.export import export_backbone
+
+    path = export_backbone(args.run, args.format, Path(args.out) if args.out else None)
+    print(path)
+    return 0
+
+
+def _list(args) -> int:
+    from selfsup.backbones import BACKBONES
+    from selfsup.config import recipe_names
+    from selfsup.data import DATASETS
+    from selfsup.methods import METHODS
+
+    print("methods:   " + ", ".join(sorted(METHODS)))
+    print("backbones: " + ", ".join(sorted(BACKBONES)) + ", timm:<any timm model name>")
+    print("datasets:  " + ", ".join(sorted(DATASETS)) + ", <image folder>, <file.npz>")
+    print("recipes:   " + ", ".join(recipe_names()))
+    return 0
+
+
+def _demo(args) -> int:
+    from selfsup.api import train
+
+    train("demo", overrides=[f"name={args.name}"] + list(args.overrides))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="selfsup", description="Self-supervised pre-training of visual backbones.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="pretrain a backbone", description="Pretrain from a recipe with key=value overrides, "
+                       "e.g. `selfsup train simclr-small data.source=path/to/images --budget 10m`.")
+    p.add_argument("recipe", nargs="?", help="built-in recipe name or YAML path (see `selfsup list`)")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. train.batch_size=128 optim.lr=0.002")
+    p.add_argument("--epochs", type=float)
+    p.add_argument("--budget", help="wall-clock budget, e.g. 90s, 10m, 2h")
+    p.add_argument("--name", help="run name (directory under runs/)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly from its last checkpoint")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("eval", help="kNN + linear probe of a run's backbone, with baselines")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--data", help="dataset name, image folder or .npz (default: the run's data)")
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("export", help="export a run's backbone for timm / torchvision")
+    p.add_argument("run", help="run directory or backbone.safetensors")
+    p.add_argument("--format", default="safetensors", choices=["timm", "torchvision", "safetensors"])
+    p.add_argument("--out", help="output file")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("list", help="methods, backbones, datasets and recipes")
+    p.set_defaults(func=_list)
+
+    p = sub.add_parser("demo", help="pretrain on the embedded digits data and compare with baselines")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--name", default="demo")
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from selfsup.config import ConfigError
+
+    args = build_parser().parse_args(argv)
+    try:
+        from selfsup.data import DataError
+    except ImportError:  # pragma: no cover
+        DataError = ConfigError
+    from selfsup.engine.trainer import TrainingDiverged
+
+    try:
+        return args.func(args)
+    except (ConfigError, DataError, FileNotFoundError) as error:
+        print(f"selfsup: error: {error}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as error:
+        print(f"selfsup: training diverged: {error}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""Run configuration: recipes in YAML, ``key=value`` overrides, validation that names the key.
+
+A config is a tree of pydantic models with ``extra="forbid"``: an unknown or misspelt key fails at start with
+the key's dotted path and the closest valid key. Every run saves the fully resolved config (all defaults
+filled in) as ``config.yaml``.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+
+
+class ConfigError(ValueError):
+    """A config problem, with a message that names the key and says how to fix it."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    source: str = "digits"  # an embedded dataset name, an image folder or a .npz file
+    image_size: int = Field(32, ge=8)
+    channels: int = Field(3, ge=1)
+    max_bad_fraction: float = Field(0.1, ge=0.0, le=1.0)
+    holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    num_workers: int = Field(2, ge=0)
+    mean: list[float] | None = None  # per-channel normalisation; None = measured from the data
+    std: list[float] | None = None
+
+
+class BackboneConfig(_Section):
+    name: str = "small_resnet"
+    options: dict[str, Any] = Field(default_factory=dict)  # passed to the backbone's constructor
+
+
+class OptimConfig(_Section):
+    name: Literal["adamw", "sgd", "lars"] = "adamw"
+    lr: float = Field(1e-3, gt=0)  # for batch_size 256; scaled linearly with the global batch when scale_lr
+    scale_lr: bool = True
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup: float = Field(0.05, ge=0, lt=1)  # fraction of training spent in linear warm-up
+    final_lr_fraction: float = Field(0.0, ge=0, le=1)  # cosine decays to lr * final_lr_fraction
+    grad_clip: float | None = Field(None, gt=0)
+    exclude_bias_and_norm: bool = True  # no weight decay (and no LARS adaptation) on biases and norm params
+
+
+class TrainConfig(_Section):
+    batch_size: int = Field(256, ge=2)  # per optimizer step, over all ranks and accumulation steps
+    accumulate: int = Field(1, ge=1)
+    epochs: float | None = Field(None, gt=0)
+    budget: str | None = None  # wall-clock budget, e.g. "90s", "10m", "2h"; the schedule follows elapsed time
+    max_steps: int | None = Field(None, ge=1)  # hard stop (tests, debugging); also the schedule length if alone
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    channels_last: bool = True
+    deterministic: bool = False
+    log_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(200, ge=1)  # steps; a checkpoint is also written at the end and on SIGTERM
+    monitor_every: int = Field(50, ge=1)  # collapse monitor period (steps)
+    progress: bool = True
+
+    @field_validator("budget")
+    @classmethod
+    def _budget_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+
+class EvalConfig(_Section):
+    enabled: bool = True
+    knn_k: list[int] = Field(default_factory=lambda: [20, 200])
+    knn_temperature: float = Field(0.07, gt=0)
+    linear: bool = True
+    baselines: bool = True
+    batch_size: int = Field(256, ge=1)
+
+
+class Config(_Section):
+    name: str | None = None  # run name; default <method>-<backbone>-<timestamp>
+    runs_dir: str = "runs"
+    seed: int = 0
+    method: str = "simclr"
+    method_options: dict[str, Any] = Field(default_factory=dict)  # validated by the method's own options model
+    data: DataConfig = Field(default_factory=DataConfig)
+    backbone: BackboneConfig = Field(default_factory=BackboneConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '10m', '1.5h', '1h30m' or a bare number of seconds -> seconds."""
+    text = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smhd])", text)
+    if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
+        raise ValueError(f"cannot read duration '{text}': use e.g. '90s', '10m', '1.5h' or '1h30m'")
+    scale = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        keys.append(path)
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys.extend(_valid_keys(ann, path + "."))
+    return keys
+
+
+def _friendly(error: ValidationError, model: type[BaseModel], where: str, prefix: str = "") -> ConfigError:
+    lines = []
+    valid = _valid_keys(model)
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"])
+        if item["type"] == "extra_forbidden":
+            leaf = key.rsplit(".", 1)[-1]
+            parent = key.rsplit(".", 1)[0] + "." if "." in key else ""
+            siblings = [k for k in valid if k.startswith(parent) and "." not in k[len(parent):]]
+            close = difflib.get_close_matches(key, siblings, n=1, cutoff=0.5) or difflib.get_close_matches(
+                leaf, [k.rsplit(".", 1)[-1] for k in valid], n=1, cutoff=0.6)
+            hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
+            lines.append(f"unknown config key '{prefix}{key}'.{hint} "
+                         f"Valid keys here: {', '.join(prefix + k for k in siblings)}")
+        else:
+            lines.append(f"config key '{prefix}{key}': {item['msg']} (got {item.get('input')!r})")
+    return ConfigError(f"invalid config ({where}):\n  " + "\n  ".join(lines))
+
+
+def validate(raw: dict[str, Any], where: str = "config", model: type[BaseModel] = None) -> BaseModel:
+    model = model or Config
+    try:
+        return model.model_validate(raw)
+    except ValidationError as error:
+        raise _friendly(error, model, where) from None
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def load_recipe(name_or_path: str | Path) -> dict[str, Any]:
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        path = RECIPES_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        close = difflib.get_close_matches(str(name_or_path), recipe_names(), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"recipe '{name_or_path}' not found.{hint} Built-in recipes: {', '.join(recipe_names())}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"recipe {path} must be a YAML mapping of keys, not {type(raw).__name__}")
+    return raw
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key=value, e.g. train.batch_size=128")
+        key, value = item.split("=", 1)
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': '{part}' is not a section")
+        node[parts[-1]] = yaml.safe_load(value) if value != "" else None
+    return raw
+
+
+def build_config(recipe: str | Path | None = None, overrides: list[str] | None = None, **sections: Any) -> Config:
+    """Recipe (optional) <- keyword sections (Python API) <- ``key=value`` overrides, then validation."""
+    raw = load_recipe(recipe) if recipe else {}
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key].update(value)
+        else:
+            raw[key] = value
+    apply_overrides(raw, overrides or [])
+    return validate(raw, where=f"recipe {recipe}" if recipe else "config")
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+def load_config(path: Path) -> Config:
+    return validate(yaml.safe_load(Path(path).read_text()), where=str(path))

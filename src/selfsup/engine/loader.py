@@ -1,0 +1,74 @@
+"""Training data loading: a dataset of per-sample views and a resumable epoch sampler."""
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from selfsup.views import ViewSpec, make_view, sample_generator
+
+
+class ViewDataset(Dataset):
+    """Delivers ``{"views": [view, ...], "index": i}`` for sample i, as the method's ViewSpec asks."""
+
+    def __init__(self, source, views: ViewSpec, image_size: int, mean, std, seed: int):
+        self.source, self.views, self.image_size, self.seed = source, views, image_size, seed
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def _image(self, index: int) -> torch.Tensor:
+        from selfsup.data import DecodeError
+
+        for attempt in range(len(self.source)):
+            i = (index + attempt) % len(self.source)
+            try:
+                return self.source.get_image(i)
+            except DecodeError as error:  # a file that went bad after the scan: use the next one, loudly
+                warnings.warn(f"skipping sample {i}: {error}", stacklevel=2)
+        raise RuntimeError("no decodable image left in the data source")
+
+    def __getitem__(self, key) -> dict:
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+        image = self._image(index)
+        gen = sample_generator(self.seed, epoch, index)
+        views = []
+        for crop in self.views.crops:
+            size = crop.size or self.image_size
+            views += [make_view(image, crop, size, gen, self.mean, self.std) for _ in range(crop.count)]
+        return {"views": views, "index": index}
+
+
+class EpochBatchSampler(Sampler):
+    """Yields this rank's batches of ``(epoch, index)`` keys.
+
+    The epoch's order is a permutation drawn from (seed, epoch) alone; rank r takes every world-th sample.
+    ``start_batch`` skips the batches a resumed run has already consumed. Incomplete last batches are dropped
+    so every rank takes the same number of steps.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+        if num_samples // world_size < batch_size:
+            raise ValueError(
+                f"the per-rank batch ({batch_size}) is larger than the data per rank ({num_samples // world_size} images): "
+                "lower train.batch_size or add data")
+        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.start_batch = 0, 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __len__(self) -> int:
+        return (self.num_samples // self.world_size) // self.batch_size - self.start_batch
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.num_samples, generator=gen)[self.rank::self.world_size].tolist()
+        total = (self.num_samples // self.world_size) // self.batch_size
+        for b in range(self.start_batch, total):
+            yield [(self.epoch, i) for i in order[b * self.batch_size:(b + 1) * self.batch_size]]

@@ -1,0 +1,89 @@
+"""Optimizers (AdamW, SGD, LARS) and the warm-up + cosine learning-rate schedule."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from selfsup.config import OptimConfig
+
+
+class LARS(torch.optim.Optimizer):
+    """SGD with momentum and layer-wise trust ratio: You, Gitman, Ginsburg, "Large Batch Training of
+    Convolutional Networks", 2017 (arXiv:1708.03888), as used by SimCLR and BYOL.
+
+    Groups with ``lars_exclude=True`` (biases, norm parameters) get neither weight decay nor adaptation.
+    """
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, trust_coefficient: float = 0.001):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                      trust_coefficient=trust_coefficient, lars_exclude=False))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                update = p.grad
+                if not group["lars_exclude"]:
+                    if group["weight_decay"]:
+                        update = update.add(p, alpha=group["weight_decay"])
+                    param_norm, update_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(update)
+                    trust = torch.where((param_norm > 0) & (update_norm > 0),
+                                        group["trust_coefficient"] * param_norm / update_norm, torch.ones_like(param_norm))
+                    update = update.mul(trust)
+                buf = self.state[p].get("momentum_buffer")
+                if buf is None:
+                    buf = self.state[p]["momentum_buffer"] = update.clone()
+                else:
+                    buf.mul_(group["momentum"]).add_(update)
+                p.add_(buf, alpha=-group["lr"])
+        return loss
+
+
+def param_groups(model: nn.Module, weight_decay: float, exclude_bias_and_norm: bool) -> list[dict]:
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if exclude_bias_and_norm and param.ndim <= 1 else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0, "lars_exclude": True})
+    return groups
+
+
+def base_lr(cfg: OptimConfig, global_batch: int) -> float:
+    """Linear scaling rule (Goyal et al., 2017): lr is given for a batch of 256."""
+    return cfg.lr * global_batch / 256 if cfg.scale_lr else cfg.lr
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig, global_batch: int) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay, cfg.exclude_bias_and_norm)
+    lr = base_lr(cfg, global_batch)
+    if cfg.name == "adamw":
+        for g in groups:
+            g.pop("lars_exclude", None)
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas))
+    if cfg.name == "sgd":
+        for g in groups:
+            g.pop("lars_exclude", None)
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum)
+    return LARS(groups, lr=lr, momentum=cfg.momentum)
+
+
+def lr_factor(progress: float, warmup: float, final_fraction: float) -> float:
+    """Linear warm-up over the first ``warmup`` of training, then cosine decay to ``final_fraction``."""
+    progress = min(max(progress, 0.0), 1.0)
+    if warmup > 0 and progress < warmup:
+        return progress / warmup
+    t = (progress - warmup) / max(1e-12, 1 - warmup)
+    return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

@@ -1,0 +1,1 @@
+"""Evaluation: cached features, kNN, linear probe, diagnostics, baselines."""

@@ -1,0 +1,4 @@
+"""Heads: projector / predictor MLPs, prototypes, decoders."""
+from selfsup.heads.mlp import mlp
+
+__all__ = ["mlp"]

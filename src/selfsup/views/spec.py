@@ -1,0 +1,35 @@
+"""What a method asks the data pipeline to deliver for each sample."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """A group of crops that share a resolution and an augmentation recipe."""
+
+    count: int = 2
+    size: int | None = None  # None: the run's data.image_size
+    scale: tuple[float, float] = (0.2, 1.0)  # area fraction for random resized crop
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    grayscale_p: float = 0.2
+    blur_p: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    solarize_p: float = 0.0
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """The views of one sample, as a list of crop groups (e.g. 2 global + N local crops)."""
+
+    crops: tuple[CropSpec, ...] = field(default_factory=lambda: (CropSpec(),))
+
+    @property
+    def num_views(self) -> int:
+        return sum(c.count for c in self.crops)
