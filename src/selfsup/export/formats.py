@@ -1,0 +1,185 @@
+"""Export a saved backbone to where people use backbones: plain safetensors, timm, torchvision.
+
+Every export is a ``.safetensors`` state dict plus a JSON next to it (same name, ``.json``) that says how
+to build the model it loads into, with runnable ``code``. Before anything is written the state dict is
+loaded with ``strict=True`` into a freshly built target model, so an export that would not load is never
+produced.
+
+Which formats work:
+
+======================  ===========  =====================  =======================================
+backbone                safetensors  timm                   torchvision
+======================  ===========  =====================  =======================================
+``timm:<name>``         yes          yes (same create_model) no
+torchvision ResNet      yes          standard stem only     yes (cifar stem: JSON gives the changes)
+anything else           yes          no                     no
+======================  ===========  =====================  =======================================
+
+timm's ``resnet18/34/50/101`` use the torchvision key names and shapes, so a torchvision ResNet's state
+dict loads into them unchanged; timm has no 3x3 stride-1 stem without max-pool, hence no timm export for
+the CIFAR stem.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import torch.nn as nn
+
+from selfsup.backbones.torchvision_resnet import TORCHVISION_RESNETS
+from selfsup.export.backbone_io import (copy_file_atomic, read_backbone, save_safetensors_atomic,
+                                        write_json_atomic)
+
+EXPORT_FORMATS = ("safetensors", "timm", "torchvision")
+# Exported timm / torchvision state dicts are the backbone's inner ``.model``; the selfsup keys carry this.
+INNER_PREFIX = "model."
+
+
+def supported_formats(spec: dict[str, Any]) -> list[str]:
+    """The export formats that work for a backbone with this ``spec``."""
+    name = spec["name"]
+    if name.startswith("timm:"):
+        return ["safetensors", "timm"]
+    if name in TORCHVISION_RESNETS:
+        return ["safetensors", "torchvision"] + ([] if spec.get("cifar_stem") else ["timm"])
+    return ["safetensors"]
+
+
+def _why_not(spec: dict[str, Any], fmt: str) -> str:
+    name = spec["name"]
+    if fmt == "timm" and name in TORCHVISION_RESNETS and spec.get("cifar_stem"):
+        return ("timm's ResNet has no 3x3 stride-1 stem without max-pool, so the CIFAR-stem weights have no "
+                "timm model to load into; use 'torchvision' (its JSON gives the two stem changes)")
+    if fmt == "torchvision" and name.startswith("timm:"):
+        return "'torchvision' is only for the torchvision ResNet backbones; a timm model exports to 'timm'"
+    if fmt in ("timm", "torchvision"):
+        return f"'{fmt}' needs a timm or torchvision model; '{name}' is a selfsup network"
+    return ""
+
+
+# ------------------------------------------------------------------------------------------ targets
+def _timm_target(spec: dict[str, Any], weights_name: str) -> tuple[Callable[[], nn.Module], dict, str]:
+    name = spec["name"]
+    if name.startswith("timm:"):
+        model_name, kwargs = name[len("timm:"):], {k: v for k, v in spec.items() if k not in ("name", "in_channels")}
+    else:  # a torchvision ResNet with the standard stem: timm's model of the same name has the same keys
+        model_name, kwargs = name, {}
+    call = {"model_name": model_name, "pretrained": False, "num_classes": 0,
+            "in_chans": int(spec.get("in_channels", 3)), **kwargs}
+
+    def build() -> nn.Module:
+        import timm
+        return timm.create_model(**call)
+
+    args = ", ".join([repr(model_name)] + [f"{k}={v!r}" for k, v in call.items() if k != "model_name"])
+    code = (
+        f"# {weights_name} is relative to the folder of this JSON\n"
+        "import timm\n"
+        "from safetensors.torch import load_file\n\n"
+        f"model = timm.create_model({args})\n"
+        f"model.load_state_dict(load_file({weights_name!r}), strict=True)\n"
+        "model.eval()\n"
+    )
+    return build, {"create_model": call}, code
+
+
+def _torchvision_target(spec: dict[str, Any], weights_name: str) -> tuple[Callable[[], nn.Module], dict, str]:
+    arch, channels, cifar = spec["name"], int(spec.get("in_channels", 3)), bool(spec.get("cifar_stem", False))
+    changes: dict[str, str] = {}
+    if cifar:
+        changes["conv1"] = f"nn.Conv2d({channels}, 64, kernel_size=3, stride=1, padding=1, bias=False)"
+        changes["maxpool"] = "nn.Identity()"
+    elif channels != 3:
+        changes["conv1"] = f"nn.Conv2d({channels}, 64, kernel_size=7, stride=2, padding=3, bias=False)"
+    changes["fc"] = "nn.Identity()"
+
+    def build() -> nn.Module:
+        import torchvision
+        model = getattr(torchvision.models, arch)(weights=None)
+        if cifar:
+            model.conv1 = nn.Conv2d(channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+            model.maxpool = nn.Identity()
+        elif channels != 3:
+            model.conv1 = nn.Conv2d(channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        model.fc = nn.Identity()
+        return model
+
+    code = (
+        f"# {weights_name} is relative to the folder of this JSON\n"
+        "import torch.nn as nn\n"
+        "import torchvision\n"
+        "from safetensors.torch import load_file\n\n"
+        f"model = torchvision.models.{arch}(weights=None)\n"
+        + "".join(f"model.{attr} = {expr}\n" for attr, expr in changes.items())
+        + f"model.load_state_dict(load_file({weights_name!r}), strict=True)\n"
+        "model.eval()\n"
+    )
+    info = {"torchvision": {"arch": arch, "weights": None, "in_channels": channels, "cifar_stem": cifar,
+                            "replace_modules": changes}}
+    return build, info, code
+
+
+# ------------------------------------------------------------------------------------------- export
+def _resolve_out(out: str | os.PathLike | None, run_dir: Path, fmt: str) -> Path:
+    default_name = f"backbone-{fmt}.safetensors"
+    if out is None:
+        return run_dir / "export" / default_name
+    out = Path(out)
+    if out.suffix == ".safetensors":
+        return out
+    if out.is_dir() or out.suffix == "":
+        return out / default_name
+    raise ValueError(f"out={out} should be a .safetensors file or a directory")
+
+
+def export_backbone(path: str | os.PathLike, fmt: str, out: str | os.PathLike | None = None) -> Path:
+    """Export the backbone saved at ``path`` (anything :func:`load_backbone` takes) to ``fmt``.
+
+    Writes ``out`` (default ``<run_dir>/export/backbone-<fmt>.safetensors``; a directory gets that file
+    name) and a JSON with the same stem describing how to load it. Returns the weights path.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; formats: {', '.join(EXPORT_FORMATS)}")
+    state, meta, src = read_backbone(path)
+    spec = meta["spec"]
+    ok = supported_formats(spec)
+    if fmt not in ok:
+        why = _why_not(spec, fmt)
+        raise ValueError(f"cannot export backbone '{spec['name']}' to {fmt!r}"
+                         f"{': ' + why if why else ''}. Formats that work for this backbone: {', '.join(ok)}")
+    out = _resolve_out(out, src.parent, fmt)
+    if out.exists() and out.resolve() == src.resolve():
+        raise ValueError(f"export target {out} is the source file itself; choose another out")
+
+    info: dict[str, Any] = {**meta, "format": fmt, "weights": out.name, "exported_from": str(src.resolve())}
+    info.pop("state_dict_prefix", None)
+    if fmt == "safetensors":
+        if meta.get("state_dict_prefix"):  # source is itself a timm/torchvision export: rewrite with full keys
+            save_safetensors_atomic(state, out, metadata={"format": "pt"})
+        else:
+            copy_file_atomic(src, out)
+        info["code"] = ("from selfsup.export import load_backbone\n\n"
+                        f"model = load_backbone({out.name!r})  # rebuilt from the spec in {out.stem}.json\n")
+    else:
+        if any(not k.startswith(INNER_PREFIX) for k in state):
+            raise ValueError(f"{src}: unexpected state-dict keys for a '{spec['name']}' backbone "
+                             f"(expected all under '{INNER_PREFIX}')")
+        inner = {k[len(INNER_PREFIX):]: v for k, v in state.items()}
+        target = _timm_target if fmt == "timm" else _torchvision_target
+        build, details, code = target(spec, out.name)
+        model = build()
+        try:
+            model.load_state_dict(inner, strict=True)
+        except RuntimeError as e:  # a bug or an unusual spec: never write a file that does not load
+            raise RuntimeError(f"export of '{spec['name']}' to {fmt!r} failed its strict-load check: {e}") from e
+        del model
+        info.update(details)
+        info["code"] = code
+        info["state_dict_prefix"] = INNER_PREFIX  # lets selfsup's load_backbone read this file back
+        save_safetensors_atomic(inner, out, metadata={"format": "pt"})
+    write_json_atomic(out.with_suffix(".json"), info)
+    return out
+
+
+__all__ = ["EXPORT_FORMATS", "supported_formats", "export_backbone"]
