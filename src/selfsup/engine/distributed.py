@@ -54,9 +54,13 @@ def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     """
     if not is_distributed():
         return tensor
+    import warnings
+
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(tensor.contiguous()), dim=0)
+    with warnings.catch_warnings():  # deprecated in favour of a private API; still the public autograd gather
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.cat(all_gather(tensor.contiguous()), dim=0)
 
 
 def all_reduce_max(values: torch.Tensor) -> torch.Tensor:

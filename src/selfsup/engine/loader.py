@@ -6,16 +6,14 @@ import warnings
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from selfsup.views import ViewSpec, make_view, sample_generator
+from selfsup.views import ViewSpec, apply_photometric, make_view, sample_generator
 
 
 class ViewDataset(Dataset):
-    """Delivers ``{"views": [view, ...], "index": i}`` for sample i, as the method's ViewSpec asks."""
+    """Delivers sample i's views (geometry done, photometry pending) as the method's ViewSpec asks."""
 
-    def __init__(self, source, views: ViewSpec, image_size: int, mean, std, seed: int):
+    def __init__(self, source, views: ViewSpec, image_size: int, seed: int):
         self.source, self.views, self.image_size, self.seed = source, views, image_size, seed
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -36,11 +34,30 @@ class ViewDataset(Dataset):
         epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         image = self._image(index)
         gen = sample_generator(self.seed, epoch, index)
-        views = []
+        views, params = [], []
         for crop in self.views.crops:
             size = crop.size or self.image_size
-            views += [make_view(image, crop, size, gen, self.mean, self.std) for _ in range(crop.count)]
-        return {"views": views, "index": index}
+            for _ in range(crop.count):
+                view, p = make_view(image, crop, size, gen)
+                views.append(view)
+                params.append(p)
+        return {"views": views, "params": params, "index": index}
+
+
+class ViewCollate:
+    """Stacks a batch and runs the batched photometric stage and normalisation (in the worker process)."""
+
+    def __init__(self, mean, std):
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+
+    def __call__(self, samples: list[dict]) -> dict:
+        views = []
+        for v in range(len(samples[0]["views"])):
+            batch = torch.stack([s["views"][v] for s in samples])
+            params = torch.stack([s["params"][v] for s in samples])
+            views.append((apply_photometric(batch, params) - self.mean) / self.std)
+        return {"views": views, "index": torch.tensor([s["index"] for s in samples])}
 
 
 class EpochBatchSampler(Sampler):

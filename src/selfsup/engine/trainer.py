@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from selfsup.config import Config, parse_duration
 from selfsup.engine import checkpoint as ckpt
 from selfsup.engine.distributed import all_reduce_max, all_reduce_mean, barrier, setup_distributed
-from selfsup.engine.loader import EpochBatchSampler, ViewDataset
+from selfsup.engine.loader import EpochBatchSampler, ViewCollate, ViewDataset
 from selfsup.engine.optim import base_lr, build_optimizer, lr_factor, set_lr
 from selfsup.engine.precision import autocast, resolve_precision
 from selfsup.eval.diagnostics import CollapseMonitor
@@ -92,10 +92,10 @@ class Trainer:
         self.device = dist_info.device
         self.precision = resolve_precision(tc.precision, self.device)
         self.channels_last = tc.channels_last and self.device.type in ("cpu", "cuda")
-        dataset = ViewDataset(train_source, model.views, cfg.data.image_size, mean, std, cfg.seed)
+        dataset = ViewDataset(train_source, model.views, cfg.data.image_size, cfg.seed)
         self.sampler = EpochBatchSampler(len(dataset), self.micro_batch, cfg.seed, dist_info.rank, world)
         workers = cfg.data.num_workers
-        self.loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=workers,
+        self.loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=workers, collate_fn=ViewCollate(mean, std),
                                  pin_memory=self.device.type == "cuda", worker_init_fn=_worker_init if workers else None,
                                  persistent_workers=False, prefetch_factor=4 if workers else None)
         self.method.to(self.device)

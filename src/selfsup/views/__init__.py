@@ -1,5 +1,5 @@
-"""View specs and the per-sample view executor."""
-from selfsup.views.augment import make_view, sample_generator
+"""View specs and the two-stage view executor (per-sample geometry, batched photometry)."""
+from selfsup.views.augment import apply_photometric, make_view, sample_generator
 from selfsup.views.spec import CropSpec, ViewSpec
 
-__all__ = ["CropSpec", "ViewSpec", "make_view", "sample_generator"]
+__all__ = ["CropSpec", "ViewSpec", "apply_photometric", "make_view", "sample_generator"]
