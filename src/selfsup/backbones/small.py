@@ -29,13 +29,15 @@ class BasicBlock(nn.Module):
 
 
 class SmallResNet(nn.Module):
-    def __init__(self, in_channels: int = 3, widths: tuple[int, ...] = (32, 64, 128, 256), blocks_per_stage: int = 1):
+    def __init__(self, in_channels: int = 3, widths: tuple[int, ...] = (32, 64, 128, 256), blocks_per_stage: int = 1,
+                 stem_stride: int = 1):
         super().__init__()
         widths = tuple(int(w) for w in widths)
         self.spec = {"name": "small_resnet", "in_channels": in_channels, "widths": list(widths),
-                     "blocks_per_stage": blocks_per_stage}
+                     "blocks_per_stage": blocks_per_stage, "stem_stride": stem_stride}
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
+            nn.Conv2d(in_channels, widths[0], 3, stem_stride, 1, bias=False), nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True)
         )
         layers, in_ch = [], widths[0]
         for i, width in enumerate(widths):

@@ -153,12 +153,12 @@ class Trainer:
             return self.state.step / self.total_steps
         return self.state.elapsed / self.budget
 
-    def _should_stop(self, stop: StopFlag, segment_start: float) -> tuple[bool, bool]:
-        elapsed = self.state.elapsed + time.perf_counter() - segment_start
+    def _should_stop(self, stop: StopFlag, start_elapsed: float, segment_start: float) -> tuple[bool, bool]:
+        """(stop signal received on any rank, schedule finished); every rank gets the same answer."""
+        elapsed = start_elapsed + time.perf_counter() - segment_start
         flags = all_reduce_max(torch.tensor([float(stop.requested), elapsed], dtype=torch.float64))
-        self.state_elapsed_now = float(flags[1])
         done = (self.max_steps is not None and self.state.step >= self.max_steps) or (
-            self.budget is not None and self.state_elapsed_now >= self.budget)
+            self.budget is not None and float(flags[1]) >= self.budget)
         return bool(flags[0]), done
 
     def _to_device(self, batch: dict) -> dict:
@@ -179,7 +179,7 @@ class Trainer:
         metrics_file = open(self.run_dir / "metrics.jsonl", "a") if self.dist.is_main else None
         try:
             while True:
-                preempted, done = self._should_stop(stop, segment_start)
+                preempted, done = self._should_stop(stop, start_elapsed, segment_start)
                 if done or preempted:
                     reason = "preempted" if preempted and not done else "finished"
                     break
@@ -214,7 +214,7 @@ class Trainer:
                         bar.update(1) if self.total_steps else bar.update(round(self.state.elapsed - bar.n, 1))
                     if self.state.step % tc.checkpoint_every == 0:
                         self.save_checkpoint()
-                    preempted, done = self._should_stop(stop, segment_start)
+                    preempted, done = self._should_stop(stop, start_elapsed, segment_start)
                     if done or preempted:
                         break
                 if done or preempted:
