@@ -6,8 +6,8 @@ import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-# Two cores: keep each test process from oversubscribing them.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Two cores, and tests mostly run tiny tensors: one thread avoids oversubscription and sync overhead.
+torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -109,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (ConfigError, DataError, FileNotFoundError) as error:
+    except (ConfigError, DataError, FileNotFoundError, ValueError) as error:
+        if os.environ.get("SELFSUP_DEBUG"):
+            raise
         print(f"selfsup: error: {error}", file=sys.stderr)
         return 2
     except TrainingDiverged as error:

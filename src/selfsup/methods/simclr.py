@@ -26,6 +26,7 @@ class SimCLROptions(BaseModel):
     crop_scale: tuple[float, float] = (0.08, 1.0)
     colour_strength: float = Field(0.5, ge=0)  # s in the paper: jitter 0.8s brightness/contrast/saturation, 0.2s hue
     blur_p: float = Field(0.0, ge=0, le=1)  # the paper blurs on ImageNet (0.5), not on CIFAR
+    grayscale_p: float = Field(0.2, ge=0, le=1)
 
 
 class SimCLR(nn.Module):
@@ -40,7 +41,7 @@ class SimCLR(nn.Module):
         s = options.colour_strength
         self.views = ViewSpec(crops=(CropSpec(count=2, scale=tuple(options.crop_scale), brightness=0.8 * s,
                                               contrast=0.8 * s, saturation=0.8 * s, hue=0.2 * s,
-                                              blur_p=options.blur_p),))
+                                              blur_p=options.blur_p, grayscale_p=options.grayscale_p),))
 
     def forward(self, batch: dict) -> StepOutput:
         view_a, view_b = batch["views"]

@@ -1,0 +1,68 @@
+"""Shared helpers for benchmark scripts: machine description, JSON rows, CIFAR-10 unpacking."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import zipfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def machine() -> str:
+    cpu = platform.processor() or "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"{torch.cuda.get_device_name(0)} (+{os.cpu_count()} CPU cores)"
+    except ImportError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def git_commit() -> str | None:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    return out.stdout.strip() or None
+
+
+def write_row(name: str, row: dict) -> Path:
+    """Write one benchmark result as benchmarks/results/<name>.json (the single source of RESULTS.md)."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    row = {"machine": machine(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "git_commit": git_commit(),
+           **row}
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps(row, indent=2) + "\n")
+    return path
+
+
+def cifar10_folder() -> Path:
+    """CIFAR-10 JPEGs from ../shared/data, unpacked once into the ignored .data/ folder."""
+    target = ROOT / ".data" / "cifar10"
+    if (target / "train").is_dir() and (target / "test").is_dir():
+        return target
+    archive = SHARED_DATA / "cifar10-jpeg.zip"
+    if not archive.exists():
+        raise SystemExit(f"{archive} not found: this benchmark needs ../shared/data/cifar10-jpeg.zip")
+    target.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(target)
+    # the archive may hold one top-level folder around train/ and test/
+    if not (target / "train").is_dir():
+        inner = next(p for p in target.iterdir() if (p / "train").is_dir())
+        for child in inner.iterdir():
+            child.rename(target / child.name)
+        inner.rmdir()
+    return target
