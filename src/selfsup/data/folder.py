@@ -1,0 +1,185 @@
+"""Open a folder of images: find split and class sub-folders, decode every file once, apply the bad-file policy.
+
+Layouts understood (extensions are matched case-insensitively; hidden files/folders and ``__MACOSX`` are skipped)::
+
+    root/train/{class}/**/*.jpg  root/test/{class}/**/*.jpg   split folders (``val/`` also works as the test split)
+    root/{class}/**/*.png                                       labelled; a stratified held-out test split is carved
+    root/**/*.tif                                               unlabeled (images directly in root, or mixed)
+"""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from selfsup.data.decode import DecodeError, check_image
+from selfsup.data.sources import DataError, DataSplits, FolderSource, holdout_split, num_workers_for_io
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+_SKIPPED_DIRS = {"__MACOSX"}
+_TRAIN_NAMES = ("train",)
+_TEST_NAMES = ("test", "val")
+
+
+@dataclass
+class _Split:
+    """Image files found under one split folder (before decoding)."""
+
+    root: Path
+    paths: list[str] = field(default_factory=list)  # relative, posix, sorted
+    class_of: list[str | None] = field(default_factory=list)  # first-level folder per path, or None
+    labelled: bool = False
+    ignored: list[str] = field(default_factory=list)  # files skipped for their extension
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".") or name in _SKIPPED_DIRS
+
+
+def _walk(root: Path) -> _Split:
+    split = _Split(root)
+    seen_dirs: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen_dirs:  # a symlink loop or a folder linked twice
+            dirnames[:] = []
+            continue
+        seen_dirs.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
+        rel_dir = os.path.relpath(dirpath, root)
+        for filename in sorted(filenames):
+            if _hidden(filename):
+                continue
+            rel = filename if rel_dir == "." else f"{Path(rel_dir).as_posix()}/{filename}"
+            if os.path.splitext(filename)[1].lower() in IMAGE_EXTENSIONS:
+                split.paths.append(rel)
+            else:
+                split.ignored.append(rel)
+    split.paths.sort()
+    split.class_of = [p.split("/", 1)[0] if "/" in p else None for p in split.paths]
+    split.labelled = bool(split.paths) and all(c is not None for c in split.class_of)
+    return split
+
+
+def _split_dirs(root: Path) -> tuple[Path, Path | None] | None:
+    """``(train_dir, test_dir)`` when ``root`` has split folders; a lone ``train/`` is used as the root."""
+    subdirs = {d.name.lower(): d for d in sorted(root.iterdir()) if d.is_dir() and not _hidden(d.name)}
+    train = next((subdirs[n] for n in _TRAIN_NAMES if n in subdirs), None)
+    if train is None:
+        return None
+    tests = [subdirs[n] for n in _TEST_NAMES if n in subdirs]
+    if tests:
+        others = sorted(set(subdirs.values()) - {train, *tests})
+        if len(tests) > 1:
+            warnings.warn(f"{root}: both {tests[0].name}/ and {tests[1].name}/ exist; using {tests[0].name}/ "
+                          f"as the test split and ignoring {tests[1].name}/", stacklevel=4)
+        if others:
+            warnings.warn(f"{root}: split folders found; ignoring the other folders "
+                          f"{', '.join(d.name + '/' for d in others[:5])}", stacklevel=4)
+        return train, tests[0]
+    loose_files = [f for f in root.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS]
+    if len(subdirs) == 1 and not loose_files:  # root/train/... only: the images live in train/
+        return train, None
+    return None
+
+
+def _check_one(path: str, channels: int) -> tuple[str | None, int, int]:
+    """(reason or None, size, mtime_ns) for one file."""
+    try:
+        stat = os.stat(path)
+    except OSError as e:
+        return f"cannot stat file: {e.strerror or e}", 0, 0
+    try:
+        check_image(path, channels)
+    except DecodeError as e:
+        return str(e), stat.st_size, stat.st_mtime_ns
+    return None, stat.st_size, stat.st_mtime_ns
+
+
+def _no_images_error(root: Path, ignored: list[str]) -> DataError:
+    msg = f"no images found under {root}; supported extensions: {', '.join(IMAGE_EXTENSIONS)} (any case)."
+    if ignored:
+        examples = ", ".join(ignored[:3])
+        msg += f" {len(ignored)} file(s) with other extensions were ignored (e.g. {examples})."
+    msg += " Point data.source at a folder of images, a .npz file or a registered dataset name."
+    return DataError(msg)
+
+
+def open_folder(root: str | os.PathLike, channels: int = 3, max_bad_fraction: float = 0.1, seed: int = 0,
+                holdout_fraction: float = 0.2) -> DataSplits:
+    root = Path(root)
+    if channels not in (1, 3):
+        raise DataError(
+            f"{root}: image files give 1 (gray) or 3 (RGB) channels, not channels={channels}; use channels 1 or 3, "
+            "or bring multi-channel data as a .npz file (key 'images', shape (N, H, W, C) or (N, C, H, W))"
+        )
+    dirs = _split_dirs(root)
+    if dirs is None:
+        splits = {"train": _walk(root)}
+    else:
+        splits = {"train": _walk(dirs[0])}
+        if dirs[1] is not None:
+            splits["test"] = _walk(dirs[1])
+    ignored = [str(s.root / p) for s in splits.values() for p in s.ignored]
+    if not any(s.paths for s in splits.values()):
+        raise _no_images_error(root, ignored)
+    if not splits["train"].paths:
+        raise _no_images_error(splits["train"].root, [str(splits["train"].root / p) for p in splits["train"].ignored])
+
+    # Decode every file once so bad files are found now, not halfway through a run.
+    jobs = [(name, i, str(s.root / p)) for name, s in splits.items() for i, p in enumerate(s.paths)]
+    with ThreadPoolExecutor(num_workers_for_io()) as pool:
+        results = list(pool.map(lambda job: _check_one(job[2], channels), jobs))
+    bad = [(job[2], reason) for job, (reason, _, _) in zip(jobs, results) if reason is not None]
+    total = len(jobs)
+    log.info("scanned %d image files under %s: %d bad, %d other files ignored", total, root, len(bad), len(ignored))
+    if len(bad) == total or len(bad) > max_bad_fraction * total:
+        shown = "\n".join(f"  {p}: {r}" for p, r in bad[:5])
+        more = f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else ""
+        what = "every image file" if len(bad) == total else f"{len(bad)} of {total} image files ({len(bad) / total:.1%})"
+        raise DataError(
+            f"{what} under {root} could not be decoded, more than data.max_bad_fraction={max_bad_fraction}:\n"
+            f"{shown}{more}\nRemove or fix these files, or raise data.max_bad_fraction to skip them."
+        )
+
+    # Class names shared by all labelled splits, so that label i means the same class everywhere.
+    classes = sorted({c for s in splits.values() if s.labelled for c in s.class_of})
+    class_index = {c: i for i, c in enumerate(classes)}
+    sources: dict[str, FolderSource] = {}
+    bad_by_split: dict[str, list[tuple[str, str]]] = {}
+    offset = 0
+    for name, s in splits.items():
+        res = results[offset:offset + len(s.paths)]
+        offset += len(s.paths)
+        keep = [i for i, (reason, _, _) in enumerate(res) if reason is None]
+        bad_by_split[name] = [(str(s.root / s.paths[i]), r) for i, (r, _, _) in enumerate(res) if r is not None]
+        if not keep:
+            warnings.warn(f"{s.root}: no decodable images in the {name} split; it is not used", stacklevel=3)
+            continue
+        labels = np.array([class_index[s.class_of[i]] for i in keep], np.int64) if s.labelled else None
+        sources[name] = FolderSource(
+            s.root, [s.paths[i] for i in keep], channels=channels, labels=labels,
+            classes=classes if s.labelled else None, sizes=[res[i][1] for i in keep],
+            mtimes_ns=[res[i][2] for i in keep], bad_files=bad_by_split[name], ignored_files=len(s.ignored),
+            name=f"{root.name}/{name}" if dirs is not None else root.name,
+        )
+    if "train" not in sources:
+        raise DataError(f"no decodable images in the train split {splits['train'].root}; see the bad files listed "
+                        "by write_bad_files / bad_files.txt")
+    train, test = sources["train"], sources.get("test")
+    if "test" not in splits:
+        return holdout_split(train, holdout_fraction, seed)
+    if test is not None and test.labels is None:
+        warnings.warn(f"{splits['test'].root}: the test split has no class folders, so it cannot be used for "
+                      "evaluation and is not used", stacklevel=3)
+        test = None
+    if test is None:  # keep the record of its bad files with the split that is used
+        train.bad_files += bad_by_split["test"]
+    return DataSplits(train=train, test=test)

@@ -1,0 +1,64 @@
+"""``open_data(spec)``: one entry point for every kind of data (registered name, folder, ``.npz`` file)."""
+from __future__ import annotations
+
+import difflib
+import os
+import warnings
+from pathlib import Path
+from typing import Callable
+
+from selfsup.data.arrays import open_npz
+from selfsup.data.digits import open_digits
+from selfsup.data.folder import IMAGE_EXTENSIONS, open_folder
+from selfsup.data.sources import DataError, DataSplits
+
+# Embedded named datasets: name -> callable(channels=...) -> DataSplits (their own fixed train/test splits).
+DATASETS: dict[str, Callable[..., DataSplits]] = {"digits": open_digits}
+
+
+def _unknown(spec: str) -> DataError:
+    close = difflib.get_close_matches(spec, list(DATASETS), n=1, cutoff=0.5)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return DataError(
+        f"data.source '{spec}' is neither a registered dataset nor an existing path.{hint} Registered datasets: "
+        f"{', '.join(sorted(DATASETS))}. A folder of images (extensions {', '.join(IMAGE_EXTENSIONS)}, optionally "
+        "with class sub-folders and train/ + test/ or val/ split folders) or a .npz file (keys 'images', "
+        "optional 'labels', 'test_images', 'test_labels', 'classes') is also accepted."
+    )
+
+
+def open_data(spec: str | os.PathLike, channels: int = 3, max_bad_fraction: float = 0.1, seed: int = 0,
+              holdout_fraction: float = 0.2) -> DataSplits:
+    """Open ``spec``: a name in :data:`DATASETS`, a folder of images, or a ``.npz`` file.
+
+    A registered name wins over a same-named folder in the working directory (write ``./digits`` for the
+    folder). Labelled data without its own test split gets a stratified held-out test split of
+    ``holdout_fraction`` drawn from ``seed`` (pre-training then uses only the rest); unlabeled data has
+    ``test=None``. See :mod:`selfsup.data.folder` and :mod:`selfsup.data.arrays` for the layouts.
+    """
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise DataError(f"channels (data.channels) must be a positive integer, not {channels!r}")
+    if not 0.0 <= max_bad_fraction <= 1.0:
+        raise DataError(f"data.max_bad_fraction must lie in [0, 1], not {max_bad_fraction}")
+    if not 0.0 <= holdout_fraction < 1.0:
+        raise DataError(f"data.holdout_fraction must lie in [0, 1), not {holdout_fraction}")
+    text = os.fspath(spec)
+    if text in DATASETS and not isinstance(spec, Path):
+        if os.path.exists(text):
+            warnings.warn(f"'{text}' is a registered dataset and also a path here; using the registered dataset "
+                          f"(write './{text}' for the path)", stacklevel=2)
+        return DATASETS[text](channels=channels)
+    path = Path(os.path.expanduser(text))
+    if path.is_dir():
+        return open_folder(path, channels, max_bad_fraction, seed, holdout_fraction)
+    if path.is_file():
+        if path.suffix.lower() == ".npz":
+            return open_npz(path, channels, seed, holdout_fraction)
+        raise DataError(f"{path} is a file but not a .npz file; give a folder of images, a .npz file or one of "
+                        f"the registered datasets ({', '.join(sorted(DATASETS))})")
+    if path.exists():
+        raise DataError(f"{path} is neither a folder nor a regular file")
+    if os.sep in text or "/" in text or path.suffix:  # meant as a path
+        raise DataError(f"data.source '{text}': no such folder or file ({path.resolve()}); check the path, or use "
+                        f"a registered dataset ({', '.join(sorted(DATASETS))})")
+    raise _unknown(text)

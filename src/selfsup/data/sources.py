@@ -1,0 +1,356 @@
+"""Image sources: a uniform, picklable view of "N images, maybe with labels".
+
+Two implementations:
+
+- :class:`FolderSource`: image files under a root folder; keeps only the relative paths (packed in two numpy
+  buffers, so that a million paths pickle into a DataLoader worker in milliseconds) and decodes on demand.
+- :class:`ArraySource`: a ``uint8`` array ``(N, C, H, W)`` in memory (``.npz`` files, the embedded sets).
+
+Both follow the :class:`ImageSource` protocol that views, engine and evaluation code rely on.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import torch
+
+from selfsup.data.decode import DecodeError, decode_image
+
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+class DataError(ValueError):
+    """The data as a whole cannot be used; the message names the path or key and says what to do."""
+
+
+@runtime_checkable
+class ImageSource(Protocol):
+    name: str
+    channels: int
+    labels: np.ndarray | None  # int64 (N,), or None when unlabeled
+    classes: list[str] | None  # index-aligned with labels
+    bad_files: list[tuple[str, str]]  # (path, reason) skipped at scan time
+
+    def __len__(self) -> int: ...
+
+    def get_image(self, index: int) -> torch.Tensor: ...
+
+    def fingerprint(self) -> str: ...
+
+
+@dataclass
+class DataSplits:
+    """``train``: images for pre-training (when labelled, also the kNN memory bank / linear-probe train set).
+    ``test``: labelled held-out split for evaluation, or ``None`` when there are no labels."""
+
+    train: ImageSource
+    test: ImageSource | None = None
+
+
+def num_workers_for_io() -> int:
+    """Threads for decoding files (PIL releases the GIL while decoding)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 2
+    return max(2, min(16, 2 * cpus))
+
+
+def _hash(*parts: bytes | str | np.ndarray) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            part = np.ascontiguousarray(part)
+            h.update(f"{part.dtype.str}{part.shape}".encode())
+            h.update(memoryview(part).cast("B"))
+        elif isinstance(part, str):
+            h.update(part.encode("utf-8"))
+        else:
+            h.update(part)
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def _check_labels(labels: np.ndarray | None, classes: Sequence[str] | None, n: int, what: str):
+    if labels is None:
+        return None, None
+    labels = np.array(labels, dtype=np.int64).reshape(-1)  # a private, writable copy
+    if len(labels) != n:
+        raise DataError(f"{what}: {len(labels)} labels for {n} images")
+    if classes is None:
+        classes = [str(i) for i in range(int(labels.max()) + 1 if n else 0)]
+    classes = [str(c) for c in classes]
+    if n and (labels.min() < 0 or labels.max() >= len(classes)):
+        raise DataError(f"{what}: labels must lie in 0..{len(classes) - 1} (one per class name)")
+    return labels, classes
+
+
+class _StringTable:
+    """An immutable list of strings stored as one UTF-8 buffer plus offsets (cheap to pickle and to share)."""
+
+    def __init__(self, strings: Iterable[str]):
+        encoded = [s.encode("utf-8") for s in strings]
+        self._offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(b) for b in encoded], out=self._offsets[1:])
+        self._blob = np.frombuffer(b"".join(encoded), dtype=np.uint8).copy()
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, index: int) -> str:
+        return self._blob[self._offsets[index]:self._offsets[index + 1]].tobytes().decode("utf-8")
+
+    def digest_parts(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._blob, self._offsets
+
+
+class FolderSource:
+    """Image files under ``root`` (paths relative to it), decoded on demand by :func:`decode_image`.
+
+    Built by :func:`selfsup.data.open_data` after a scan that decoded every file once; ``sizes`` and
+    ``mtimes_ns`` are the files' ``stat`` at scan time and enter :meth:`fingerprint`. ``ignored_files`` counts
+    the files under the split that were skipped because of their extension.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        paths: Sequence[str],
+        *,
+        channels: int = 3,
+        labels: np.ndarray | None = None,
+        classes: Sequence[str] | None = None,
+        sizes: Sequence[int] | None = None,
+        mtimes_ns: Sequence[int] | None = None,
+        bad_files: list[tuple[str, str]] | None = None,
+        ignored_files: int = 0,
+        name: str | None = None,
+    ):
+        self.root = str(root)
+        self._paths = _StringTable(paths)
+        n = len(self._paths)
+        self.channels = int(channels)
+        self.labels, self.classes = _check_labels(labels, classes, n, f"folder {self.root}")
+        if sizes is None or mtimes_ns is None:
+            stats = [os.stat(os.path.join(self.root, p)) for p in paths]
+            sizes, mtimes_ns = [s.st_size for s in stats], [s.st_mtime_ns for s in stats]
+        self._sizes = np.asarray(sizes, dtype=np.int64).reshape(n)
+        self._mtimes = np.asarray(mtimes_ns, dtype=np.int64).reshape(n)
+        self.bad_files = list(bad_files or [])
+        self.ignored_files = int(ignored_files)
+        self.name = name or os.path.basename(os.path.normpath(self.root))
+        self._fingerprint: str | None = None
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def relpath(self, index: int) -> str:
+        return self._paths[index]
+
+    def path(self, index: int) -> str:
+        return os.path.join(self.root, self._paths[index])
+
+    def get_image(self, index: int) -> torch.Tensor:
+        """Decode image ``index``; raises :class:`DecodeError` (with ``.path`` set) if it went bad after the scan."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        path = self.path(index % len(self))
+        try:
+            return decode_image(path, self.channels)
+        except DecodeError as e:
+            e.path = path
+            raise
+
+    def fingerprint(self) -> str:
+        """Hash of the relative paths, sizes and mtimes seen at scan time, labels and channels."""
+        if self._fingerprint is None:
+            blob, offsets = self._paths.digest_parts()
+            labels = self.labels if self.labels is not None else np.zeros(0, np.int64)
+            self._fingerprint = _hash(
+                b"folder", str(self.channels), blob, offsets, self._sizes, self._mtimes, labels,
+                "\n".join(self.classes or []),
+            )
+        return self._fingerprint
+
+    def __repr__(self) -> str:
+        labelled = f", {len(self.classes)} classes" if self.classes is not None else ", unlabeled"
+        return f"FolderSource({self.root!r}, {len(self)} images, channels={self.channels}{labelled})"
+
+
+class ArraySource:
+    """Images in a ``uint8`` array ``(N, C, H, W)``; ``get_image`` converts C=3 -> 1 (luminance) or 1 -> 3.
+
+    ``mean``/``std``: optional per-channel statistics in [0, 1] units (of the *train* split) for
+    normalization. The attributes exist only when given (code tests ``hasattr(source, "mean")``);
+    :func:`channel_stats` returns them when present.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        *,
+        channels: int | None = None,
+        labels: np.ndarray | None = None,
+        classes: Sequence[str] | None = None,
+        name: str = "arrays",
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ):
+        images = np.asarray(images)
+        if images.ndim != 4 or images.dtype != np.uint8:
+            raise DataError(f"{name}: ArraySource needs a uint8 array (N, C, H, W), got {images.dtype} {images.shape}")
+        self.images = images
+        stored = images.shape[1]
+        self.channels = int(stored if channels is None else channels)
+        if self.channels != stored and {self.channels, stored} != {1, 3}:
+            raise DataError(
+                f"{name}: images have {stored} channels, cannot provide {self.channels} "
+                "(only 1 <-> 3 conversion is possible); set channels (data.channels) to "
+                f"{stored}"
+            )
+        self.labels, self.classes = _check_labels(labels, classes, len(images), name)
+        self.bad_files: list[tuple[str, str]] = []
+        self.name = name
+        if mean is not None and std is not None:  # only when known: callers test hasattr(source, "mean")
+            self.mean = [float(m) for m in mean]
+            self.std = [float(s) for s in std]
+        self._fingerprint: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def get_image(self, index: int) -> torch.Tensor:
+        image = self.images[index]
+        stored = image.shape[0]
+        if self.channels == 1 and stored == 3:
+            gray = np.tensordot(_LUMA, image.astype(np.float32), axes=(0, 0))
+            image = np.clip(np.rint(gray), 0, 255).astype(np.uint8)[None]
+        elif self.channels == 3 and stored == 1:
+            image = np.repeat(image, 3, axis=0)
+        return torch.from_numpy(np.array(image, copy=True))
+
+    def fingerprint(self) -> str:
+        """Hash of the array bytes, labels and channels."""
+        if self._fingerprint is None:
+            labels = self.labels if self.labels is not None else np.zeros(0, np.int64)
+            self._fingerprint = _hash(
+                b"array", str(self.channels), self.images, labels, "\n".join(self.classes or [])
+            )
+        return self._fingerprint
+
+    def __repr__(self) -> str:
+        labelled = f", {len(self.classes)} classes" if self.classes is not None else ", unlabeled"
+        return f"ArraySource({self.name!r}, {tuple(self.images.shape)}, channels={self.channels}{labelled})"
+
+
+def subset(source: ImageSource, indices: np.ndarray, name: str) -> ImageSource:
+    """A new source of the same kind holding ``indices`` of ``source`` (used for held-out splits)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    labels = None if source.labels is None else source.labels[indices]
+    if isinstance(source, FolderSource):
+        return FolderSource(
+            source.root, [source.relpath(int(i)) for i in indices], channels=source.channels, labels=labels,
+            classes=source.classes, sizes=source._sizes[indices], mtimes_ns=source._mtimes[indices],
+            ignored_files=0, name=name,
+        )
+    if isinstance(source, ArraySource):
+        return ArraySource(
+            source.images[indices], channels=source.channels, labels=labels, classes=source.classes, name=name,
+            mean=getattr(source, "mean", None), std=getattr(source, "std", None),
+        )
+    raise TypeError(f"cannot take a subset of {type(source).__name__}")
+
+
+def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted ``(keep, held_out)`` indices: ``fraction`` of each class held out, deterministic given ``seed``.
+
+    Each class with at least two images keeps at least one and holds out at least one; a class with a single
+    image stays in ``keep``. Each class is shuffled with its own generator, so that adding images to one
+    class does not change the split of the others."""
+    keep, held = [], []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        n_held = 0
+        if len(members) >= 2 and fraction > 0:
+            n_held = min(len(members) - 1, max(1, int(round(len(members) * fraction))))
+        members = np.random.default_rng([seed, int(c)]).permutation(members)
+        held.append(members[:n_held])
+        keep.append(members[n_held:])
+    return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
+
+
+def holdout_split(source: ImageSource, fraction: float, seed: int) -> DataSplits:
+    """Labelled source without its own test split -> train on ``1 - fraction``, test on a stratified
+    ``fraction`` (see :func:`stratified_holdout`). Unlabeled sources (or ``fraction == 0``) -> test is None."""
+    if source.labels is None or fraction <= 0 or len(source) < 2:
+        return DataSplits(train=source, test=None)
+    keep, held = stratified_holdout(source.labels, fraction, seed)
+    if len(held) == 0:
+        return DataSplits(train=source, test=None)
+    train = subset(source, keep, f"{source.name}/train")
+    test = subset(source, held, f"{source.name}/holdout")
+    train.bad_files = list(source.bad_files)
+    if isinstance(source, FolderSource):
+        train.ignored_files = source.ignored_files
+    return DataSplits(train=train, test=test)
+
+
+def channel_stats(source: ImageSource, max_images: int = 2000, seed: int = 0) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std in [0, 1] units over all pixels of up to ``max_images`` images, sampled
+    deterministically from ``seed``. Returns the source's own ``mean``/``std`` when it carries them (the
+    embedded datasets do). Images that fail to decode are skipped."""
+    mean, std = getattr(source, "mean", None), getattr(source, "std", None)
+    if mean is not None and std is not None:
+        return list(mean), list(std)
+    n = len(source)
+    if n == 0:
+        raise DataError(f"{source.name}: no images to compute channel statistics from")
+    rng = np.random.default_rng(seed)
+    indices = np.sort(rng.choice(n, size=min(n, max_images), replace=False))
+    total = np.zeros(source.channels, np.float64)
+    total_sq = np.zeros(source.channels, np.float64)
+    count = 0
+
+    def load(i: int) -> torch.Tensor | None:
+        try:
+            return source.get_image(int(i))
+        except DecodeError:
+            return None
+
+    def accumulate(images: Iterable[torch.Tensor | None]) -> None:
+        nonlocal count, total, total_sq
+        for image in images:
+            if image is not None:
+                x = image.reshape(image.shape[0], -1).to(torch.float64)
+                total += x.sum(1).numpy()
+                total_sq += (x * x).sum(1).numpy()
+                count += x.shape[1]
+
+    if isinstance(source, FolderSource):
+        with ThreadPoolExecutor(num_workers_for_io()) as pool:
+            accumulate(pool.map(load, indices))
+    else:
+        accumulate(map(load, indices))
+    if count == 0:
+        raise DataError(f"{source.name}: none of the sampled images could be decoded")
+    m = total / count
+    var = np.maximum(total_sq / count - m * m, 0.0)
+    return (m / 255.0).tolist(), (np.sqrt(var) / 255.0).tolist()
+
+
+def write_bad_files(bad_files: Iterable[tuple[str, str]], path: str | os.PathLike) -> None:
+    """Write one ``path<TAB>reason`` line per bad file (tabs/newlines inside a field become spaces)."""
+
+    def clean(text: str) -> str:
+        return " ".join(str(text).replace("\t", " ").splitlines())
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"{clean(p)}\t{clean(reason)}\n" for p, reason in bad_files]
+    path.write_text("".join(lines), encoding="utf-8")
