@@ -127,6 +127,8 @@ def train(cfg: Config, resume: str | Path | None = None, resume_overrides: list[
         if cfg.eval.enabled and splits.test is not None and splits.train.labels is not None:
             evaluate_run(run_dir, splits=splits)
     barrier()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
     return run_dir
 
 

@@ -33,6 +33,8 @@ TRAIN_SOURCE_FRACTION = 0.78
 CLASSES = [str(i) for i in range(10)]
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _MIN_CONTRAST = 0.3  # stroke vs. background luminance, on a 0..1 scale
+DIGIT_HEIGHT = (12.0, 24.0)  # rendered digit height range, pixels
+STRIPES_P, STRIPES_STRENGTH = 0.7, 0.3  # share of backgrounds with stripes, their maximum amplitude
 _STROKE_LO, _STROKE_HI = 0.3, 0.6  # soft threshold on the upsampled ink (0..1) that draws the stroke edge
 
 
@@ -60,7 +62,7 @@ def _backgrounds(rng: np.random.Generator, n: int) -> torch.Tensor:
     wave = torch.sin(along.mul_(freq * (2 * np.pi)).add_(phase))
     colour = rng.uniform(-1, 1, (n, 3))
     colour /= np.abs(colour).max(axis=1, keepdims=True) + 1e-6
-    strength = rng.uniform(0.0, 0.3, (n, 1)) * (rng.random((n, 1)) < 0.7)
+    strength = rng.uniform(0.0, STRIPES_STRENGTH, (n, 1)) * (rng.random((n, 1)) < STRIPES_P)
     bg.addcmul_(torch.from_numpy((strength * colour).astype(np.float32))[:, :, None, None], wave)
     return bg.clamp_(0, 1)
 
@@ -68,7 +70,7 @@ def _backgrounds(rng: np.random.Generator, n: int) -> torch.Tensor:
 def _render_masks(rng: np.random.Generator, shapes: np.ndarray) -> torch.Tensor:
     """(n, SIZE, SIZE) stroke coverage in [0, 1] for 8x8 shapes (values 0..16) at random geometry."""
     n = len(shapes)
-    height = rng.uniform(12, 24, n)
+    height = rng.uniform(*DIGIT_HEIGHT, n)
     width = height * rng.uniform(0.8, 1.2, n)
     theta = np.deg2rad(rng.uniform(-12, 12, n))
     shear = rng.uniform(-0.2, 0.2, n)
