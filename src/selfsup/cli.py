@@ -57,8 +57,13 @@ def _list(args) -> int:
 
 
 def _demo(args) -> int:
+    import shutil
+
     from selfsup.api import train
 
+    previous = Path("runs") / args.name
+    if (previous / "config.yaml").exists():  # the demo always starts afresh
+        shutil.rmtree(previous)
     train("demo", overrides=[f"name={args.name}"] + list(args.overrides))
     return 0
 
@@ -117,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (ConfigError, DataError, FileNotFoundError, ValueError) as error:
+    except (ConfigError, DataError, FileNotFoundError, FileExistsError, ValueError) as error:
         if os.environ.get("SELFSUP_DEBUG"):
             raise
         print(f"selfsup: error: {error}", file=sys.stderr)

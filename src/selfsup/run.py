@@ -87,6 +87,9 @@ def train(cfg: Config, resume: str | Path | None = None, resume_overrides: list[
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True)
     run_dir = Path(resume) if resume is not None else _run_dir(cfg, dist_info)
+    if resume is None and (run_dir / "config.yaml").exists():
+        raise FileExistsError(f"run directory {run_dir} already holds a run: continue it with "
+                              f"`selfsup train --resume {run_dir}`, or choose another name=...")
     if dist_info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     barrier()

@@ -35,6 +35,10 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _MIN_CONTRAST = 0.3  # stroke vs. background luminance, on a 0..1 scale
 DIGIT_HEIGHT = (12.0, 24.0)  # rendered digit height range, pixels
 STRIPES_P, STRIPES_STRENGTH = 0.7, 0.3  # share of backgrounds with stripes, their maximum amplitude
+# Backgrounds come from a fixed bank shared by all images (0: every image its own). With a shared bank the
+# nearest raw-pixel neighbours of an image are the images on the same background, not the same digit, and a
+# contrastive method cannot tell two images apart by their background alone.
+BACKGROUND_BANK = 0
 _STROKE_LO, _STROKE_HI = 0.3, 0.6  # soft threshold on the upsampled ink (0..1) that draws the stroke edge
 
 
@@ -189,7 +193,11 @@ def _render(rng: np.random.Generator, shapes: np.ndarray, targets: np.ndarray, p
         where = np.flatnonzero(labels == c)
         ids[where] = members[rng.integers(0, len(members), len(where))]
     mask = _render_masks(rng, shapes[ids])
-    bg = _backgrounds(rng, n)
+    if BACKGROUND_BANK:
+        bank = _backgrounds(np.random.default_rng([DIGITS_SEED, 2]), BACKGROUND_BANK)
+        bg = bank[torch.from_numpy(rng.integers(0, BACKGROUND_BANK, n))]
+    else:
+        bg = _backgrounds(rng, n)
     colours = torch.from_numpy(_stroke_colours(rng, bg, mask))[:, :, None, None]
     image = bg.lerp_(colours.expand_as(bg), mask[:, None].expand_as(bg))  # stroke over background
     images = image.mul_(255).round_().clamp_(0, 255).to(torch.uint8).numpy()
