@@ -123,7 +123,7 @@ def train(cfg: Config, resume: str | Path | None = None, resume_overrides: list[
                    "wall_time_s": round(trainer.state.elapsed, 2),
                    "images_per_s": round(trainer.state.images_seen / max(trainer.state.elapsed, 1e-9), 1)}
         (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
-        save_backbone(method.backbone.cpu(), run_dir, image_size=cfg.data.image_size, mean=mean, std=std,
+        save_backbone(method.backbone, run_dir, image_size=cfg.data.image_size, mean=mean, std=std,
                       extra={"method": cfg.method, "run": str(run_dir)})
         log(f"trained {summary['steps']} steps ({summary['epochs']:.2f} epochs) in {summary['wall_time_s']:.0f} s, "
             f"{summary['images_per_s']:.0f} images/s; backbone saved to {run_dir / 'backbone.safetensors'}")
