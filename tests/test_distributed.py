@@ -3,7 +3,6 @@ import os
 import subprocess
 import sys
 import json
-from pathlib import Path
 
 import pytest
 import torch

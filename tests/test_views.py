@@ -1,7 +1,5 @@
-import math
 import random
 
-import pytest
 import torch
 
 from selfsup.views import CropSpec, ViewSpec, apply_photometric, make_view, sample_generator

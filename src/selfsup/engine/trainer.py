@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from selfsup.config import Config, parse_duration
 from selfsup.engine import checkpoint as ckpt
-from selfsup.engine.distributed import all_reduce_max, all_reduce_mean, barrier, setup_distributed
+from selfsup.engine.distributed import all_reduce_max, all_reduce_mean, barrier
 from selfsup.engine.loader import EpochBatchSampler, ViewCollate, ViewDataset
 from selfsup.engine.optim import base_lr, build_optimizer, lr_factor, set_lr
 from selfsup.engine.precision import autocast, resolve_precision
