@@ -63,6 +63,28 @@ def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
         return torch.cat(all_gather(tensor.contiguous()), dim=0)
 
 
+@torch.no_grad()
+def all_gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` from every rank along dim 0, as a constant (labels, indices, queue entries).
+
+    Every rank must pass a tensor of the same shape. Returns ``tensor`` itself when not distributed.
+    """
+    if not is_distributed():
+        return tensor
+    tensor = tensor.detach().contiguous()
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor)
+    return torch.cat(parts, dim=0)
+
+
+def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
+    """Sum ``value`` over ranks into a new tensor (no autograd: use it for statistics, not for loss terms)."""
+    if is_distributed():
+        value = value.detach().clone()
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value
+
+
 def all_reduce_max(values: torch.Tensor) -> torch.Tensor:
     if is_distributed():
         dist.all_reduce(values, op=dist.ReduceOp.MAX)

@@ -1,0 +1,71 @@
+"""Self-distillation losses: a student predicts a teacher (SimSiam, BYOL, DINO).
+
+Distributed semantics: the losses are means over this rank's samples, which DDP's gradient averaging turns into
+the global mean. DINO's centre is the one batch statistic: :func:`update_center` takes it over the global batch
+with an all_reduce (no autograd: the centre is a constant for the loss).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from selfsup.engine.distributed import all_reduce_sum
+
+
+def negative_cosine(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean negative cosine similarity ``-cos(p, stopgrad(z))``, SimSiam (Chen and He, "Exploring Simple Siamese
+    Representation Learning", CVPR 2021, eq. 1). The target is detached here.
+
+    BYOL (Grill et al., NeurIPS 2020, eq. 2) writes its loss as ``||p_n - z_n||^2 = 2 - 2 cos(p, z)``, i.e.
+    ``2 + 2 * negative_cosine(p, z)``: same gradient direction, twice the scale. Vectors along the last dim;
+    float32. Distributed: per-sample, a local mean; no communication.
+    """
+    if prediction.shape != target.shape:
+        raise ValueError(f"negative_cosine expects one shape, got {tuple(prediction.shape)} and {tuple(target.shape)}")
+    return -F.cosine_similarity(prediction.float(), target.detach().float(), dim=-1).mean()
+
+
+def dino_loss(student_logits: list[torch.Tensor], teacher_logits: list[torch.Tensor], center: torch.Tensor,
+              student_temp: float = 0.1, teacher_temp: float = 0.04) -> torch.Tensor:
+    """DINO self-distillation loss (Caron et al., "Emerging Properties in Self-Supervised Vision Transformers",
+    ICCV 2021, eq. 3 and algorithm 1).
+
+    Teacher targets ``softmax((t - center) / teacher_temp)`` (no gradient); student predictions
+    ``log_softmax(s / student_temp)``; the cross entropy ``-sum_k P_t log P_s`` is averaged over the batch and
+    over every (teacher view i, student view j) pair with i != j. The teacher's views are the first
+    ``len(teacher_logits)`` student views (the global crops), so pair (i, i) compares a view with itself and
+    is skipped. Each tensor is (B, K); float32.
+
+    Distributed: a mean over this rank's samples (DDP averaging makes it global); the global part is the
+    centre, see :func:`update_center`.
+    """
+    if len(teacher_logits) > len(student_logits):
+        raise ValueError(f"dino_loss: {len(teacher_logits)} teacher views but only {len(student_logits)} student views")
+    center = center.detach().float()
+    targets = [F.softmax((t.detach().float() - center) / teacher_temp, dim=-1) for t in teacher_logits]
+    log_predictions = [F.log_softmax(s.float() / student_temp, dim=-1) for s in student_logits]
+    total, pairs = None, 0
+    for i, target in enumerate(targets):
+        for j, log_prediction in enumerate(log_predictions):
+            if i == j:
+                continue
+            term = -(target * log_prediction).sum(dim=-1).mean()
+            total = term if total is None else total + term
+            pairs += 1
+    if pairs == 0:
+        raise ValueError("dino_loss needs at least one (teacher view, other student view) pair")
+    return total / pairs
+
+
+@torch.no_grad()
+def update_center(center: torch.Tensor, teacher_logits: list[torch.Tensor], momentum: float = 0.9) -> torch.Tensor:
+    """DINO centring (Caron et al., ICCV 2021, eq. 4): ``momentum * center + (1 - momentum) * batch mean`` of the
+    teacher logits, the mean taken over every teacher view of every sample of the global batch (one all_reduce
+    of the sums and the row count, so unequal local batches are weighted correctly). Returns a new tensor of
+    the shape and dtype of ``center``; nothing is modified in place.
+    """
+    rows = torch.cat([t.detach().float().reshape(-1, t.shape[-1]) for t in teacher_logits])
+    # sum and count in one collective
+    totals = all_reduce_sum(torch.cat([rows.sum(dim=0), rows.new_tensor([rows.shape[0]])]))
+    batch_center = (totals[:-1] / totals[-1]).reshape(center.shape)
+    return (center.float() * momentum + batch_center * (1 - momentum)).to(center.dtype)
