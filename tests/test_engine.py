@@ -13,8 +13,17 @@ import pytest
 from PIL import Image
 from safetensors.torch import load_file
 
-TINY = ["backbone.options={widths: [8, 16, 16, 32], stem_stride: 1}", "method_options.projector_hidden_dim=32",
-        "method_options.projector_out_dim=16", "train.budget=null", "train.progress=false", "train.log_every=1",
+TINY_HEADS = ["method_options.projector_hidden_dim=32", "method_options.projector_out_dim=16"]
+# Per recipe: method options that make its heads tiny (the resume test runs an EMA + queue method and a
+# multi-crop method besides SimCLR).
+TINY_METHOD = {
+    "demo": TINY_HEADS,
+    "moco-v2": [*TINY_HEADS, "method_options.queue_size=64", "method_options.momentum_schedule=true"],
+    "dino": ["method_options.out_dim=32", "method_options.hidden_dim=32", "method_options.bottleneck_dim=16",
+             "method_options.num_local_crops=2", "method_options.local_size=8",
+             "method_options.freeze_last_layer=0.2", "method_options.teacher_temperature_warmup=0.5"],
+}
+TINY = [*TINY_HEADS, "backbone.options={widths: [8, 16, 16, 32], stem_stride: 1}", "train.budget=null", "train.progress=false", "train.log_every=1",
         "train.batch_size=32", "eval.enabled=false", "data.image_size=16"]
 
 
@@ -60,20 +69,22 @@ def wait_for_step(run: Path, step: int, proc, timeout=300):
     raise AssertionError(f"step {step} not reached in {timeout} s")
 
 
-def common(tmp_path, tiny_npz, name, steps=16):
-    return ["train", "demo", f"name={name}", f"runs_dir={tmp_path}", f"data.source={tiny_npz}", *TINY,
+def common(tmp_path, tiny_npz, name, steps=16, recipe="demo"):
+    tiny = [*TINY[len(TINY_HEADS):], *TINY_METHOD[recipe]]
+    return ["train", recipe, f"name={name}", f"runs_dir={tmp_path}", f"data.source={tiny_npz}", *tiny,
             f"train.max_steps={steps}", "train.deterministic=true", "train.precision=fp32", "data.num_workers=1",
             "train.checkpoint_every=1", "data.mean=[0.5,0.5,0.5]", "data.std=[0.25,0.25,0.25]"]
 
 
 @pytest.mark.slow
-def test_exact_resume_after_sigkill(tmp_path, tiny_npz):
-    code, _, err = run_to_end(*common(tmp_path, tiny_npz, "straight"))
+@pytest.mark.parametrize("recipe", sorted(TINY_METHOD))
+def test_exact_resume_after_sigkill(tmp_path, tiny_npz, recipe):
+    code, _, err = run_to_end(*common(tmp_path, tiny_npz, "straight", recipe=recipe))
     assert code == 0, err[-2000:]
     straight = tmp_path / "straight"
 
     interrupted = tmp_path / "interrupted"
-    proc = selfsup(*common(tmp_path, tiny_npz, "interrupted"))
+    proc = selfsup(*common(tmp_path, tiny_npz, "interrupted", recipe=recipe))
     wait_for_step(interrupted, 5, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -92,6 +103,14 @@ def test_exact_resume_after_sigkill(tmp_path, tiny_npz):
     assert weights_a.keys() == weights_b.keys()
     for key in weights_a:
         assert (weights_a[key] == weights_b[key]).all(), key
+    # The whole method state too: EMA teachers, queues, DINO's centre.
+    import torch
+
+    state_a = torch.load(straight / "checkpoints" / "last.pt", weights_only=False)["method"]
+    state_b = torch.load(interrupted / "checkpoints" / "last.pt", weights_only=False)["method"]
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:
+        assert torch.equal(state_a[key], state_b[key]), key
 
 
 @pytest.mark.slow

@@ -102,3 +102,11 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
+
+
+def broadcast_from_main(value: torch.Tensor) -> torch.Tensor:
+    """Rank 0's ``value`` on every rank (for random draws that must agree across ranks)."""
+    if is_distributed():
+        value = value.clone()
+        dist.broadcast(value, src=0)
+    return value

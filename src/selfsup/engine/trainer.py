@@ -99,6 +99,8 @@ class Trainer:
                                  pin_memory=self.device.type == "cuda", worker_init_fn=_worker_init if workers else None,
                                  persistent_workers=False, prefetch_factor=4 if workers else None)
         self.method.to(self.device)
+        if world > 1 and self._wants_sync_batchnorm(tc):
+            self.method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.method, cfg.optim, tc.batch_size)
@@ -119,6 +121,13 @@ class Trainer:
         self.monitor = CollapseMonitor()
         self.model = (DistributedDataParallel(self.method, device_ids=[self.device.index] if self.device.type == "cuda" else None)
                       if world > 1 else self.method)
+
+    def _wants_sync_batchnorm(self, tc) -> bool:
+        """train.sync_batchnorm, or (when unset) the method's own wish: methods whose loss reads batch
+        statistics through BN (BYOL, SimSiam, SwAV, DINO with BN backbones) declare ``sync_batchnorm = True``."""
+        if tc.sync_batchnorm is not None:
+            return tc.sync_batchnorm
+        return bool(getattr(self.method, "sync_batchnorm", False))
 
     # -- checkpoints -------------------------------------------------------------------------------------------
     def checkpoint_path(self) -> Path:
@@ -165,7 +174,14 @@ class Trainer:
         views = [v.to(self.device, non_blocking=True) for v in batch["views"]]
         if self.channels_last:
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-        return {**batch, "views": views}
+        def move(value):  # labels, indices, masks (a dict of tensors) follow the views
+            if isinstance(value, torch.Tensor):
+                return value.to(self.device, non_blocking=True)
+            if isinstance(value, dict):
+                return {k: move(v) for k, v in value.items()}
+            return value
+
+        return {**{key: move(value) for key, value in batch.items()}, "views": views}
 
     def fit(self) -> str:
         """Train until the schedule ends, the budget is spent or a stop signal arrives; return why it stopped."""
@@ -264,7 +280,11 @@ class Trainer:
         if self.cfg.optim.grad_clip:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.cfg.optim.grad_clip)
             metrics["grad_norm"] = float(grad_norm)
+        if hasattr(self.method, "before_optimizer_step"):  # e.g. DINO/SwAV cancel head gradients early on
+            self.method.before_optimizer_step(self.progress())
         self.optimizer.step()
+        if hasattr(self.method, "after_optimizer_step"):  # e.g. EMA teachers, prototype normalisation
+            self.method.after_optimizer_step(self.progress())
         self.state.step += 1
         if out.embeddings is not None and self.state.step % tc.monitor_every == 0:
             monitor_metrics, warning = self.monitor(out.embeddings)

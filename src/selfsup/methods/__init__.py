@@ -8,9 +8,33 @@ from pydantic import ValidationError
 
 from selfsup.config import ConfigError, _friendly
 from selfsup.methods.base import StepOutput
+from selfsup.methods.barlow_twins import BarlowTwins
+from selfsup.methods.byol import BYOL
+from selfsup.methods.dino import DINO
+from selfsup.methods.moco_v2 import MoCoV2
+from selfsup.methods.moco_v3 import MoCoV3
+from selfsup.methods.nnclr import NNCLR
+from selfsup.methods.rotnet import RotNet
 from selfsup.methods.simclr import SimCLR
+from selfsup.methods.simsiam import SimSiam
+from selfsup.methods.supcon import SupCon
+from selfsup.methods.swav import SwAV
+from selfsup.methods.vicreg import VICReg
 
-METHODS: dict[str, type[nn.Module]] = {"simclr": SimCLR}
+METHODS: dict[str, type[nn.Module]] = {
+    "simclr": SimCLR,
+    "moco_v2": MoCoV2,
+    "moco_v3": MoCoV3,
+    "byol": BYOL,
+    "simsiam": SimSiam,
+    "barlow_twins": BarlowTwins,
+    "vicreg": VICReg,
+    "swav": SwAV,
+    "dino": DINO,
+    "nnclr": NNCLR,
+    "rotnet": RotNet,
+    "supcon": SupCon,  # supervised reference: needs labels
+}
 
 
 def method_class(name: str) -> type[nn.Module]:

@@ -1,0 +1,70 @@
+"""Every joint-embedding method on CIFAR-10 under the same CPU budget, backbone and batch; kNN top-1 (k=20)
+on the test split, images/s and peak memory per method.
+
+    .venv/bin/python benchmarks/cifar10_methods.py [--budget 3m] [--methods moco-v2 byol ...] [key=value ...]
+
+Each method trains from its own recipe with the backbone, image size and batch size overridden to the same
+values (the CPU CIFAR backbone of simclr-cifar-cpu). Writes benchmarks/results/cifar10_methods_<recipe>.json
+per method; `python benchmarks/make_results.py` regenerates RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shlex
+import subprocess
+import sys
+import time
+
+from common import ROOT, cifar10_folder, write_row
+
+RECIPES = ["demo", "moco-v2", "moco-v3", "byol", "simsiam", "barlow-twins", "vicreg", "swav", "dino", "nnclr",
+           "rotnet", "supcon"]
+SAME_FOR_ALL = ["backbone.name=small_resnet", "backbone.options={widths: [16, 32, 64, 128], stem_stride: 1}",
+                "data.image_size=32", "train.batch_size=128", "data.num_workers=1", "eval.linear=false"]
+
+
+def peak_rss_mib_of(cmd: list[str]) -> tuple[int, float]:
+    """Run ``cmd``; return (exit code, peak resident memory in MiB of it and its data workers)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    code = subprocess.run(cmd, cwd=ROOT).returncode
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # ru_maxrss of children is the largest single child so far: a new maximum is this run's peak.
+    return code, (after if after > before else float("nan")) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--budget", default="3m")
+    parser.add_argument("--methods", nargs="*", default=RECIPES, help="recipe names")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    data = cifar10_folder()
+    for recipe in args.methods:
+        name = f"bench-methods-{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
+        cmd = [sys.executable, "-m", "selfsup.cli", "train", recipe, f"data.source={data}", f"name={name}",
+               "runs_dir=benchmarks/runs", "train.epochs=null", f"train.budget={args.budget}", "train.progress=false",
+               *SAME_FOR_ALL, *args.overrides]
+        start = time.perf_counter()
+        code, peak = peak_rss_mib_of(cmd)
+        wall = time.perf_counter() - start
+        if code != 0:
+            print(f"{recipe}: failed with exit code {code}", file=sys.stderr)
+            continue
+        results = json.loads((ROOT / "benchmarks" / "runs" / name / "results.json").read_text())
+        shown = " ".join(["benchmarks/cifar10_methods.py", f"--budget {args.budget}", f"--methods {recipe}",
+                          *map(shlex.quote, args.overrides)])
+        row = {
+            "benchmark": "cifar10_methods", "title": f"{results['run']['method']}, CIFAR-10, {args.budget} CPU budget",
+            "recipe": recipe, "command": shown, "method": results["run"]["method"],
+            "backbone": results["run"]["backbone"], "budget": args.budget,
+            "train_wall_time_s": results["run"]["wall_time_s"], "total_wall_time_s": round(wall, 1),
+            "epochs": round(results["run"]["epochs"], 2), "images_per_s": results["run"]["images_per_s"],
+            "peak_memory_mib": round(peak), "results": results["results"], "protocol": results["protocol"],
+        }
+        print(write_row(f"cifar10_methods_{recipe}", row))
+
+
+if __name__ == "__main__":
+    main()

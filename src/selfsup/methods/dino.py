@@ -1,0 +1,91 @@
+"""DINO: Caron, Touvron, Misra, Jégou, Mairal, Bojanowski, Joulin, "Emerging Properties in Self-Supervised
+Vision Transformers", ICCV 2021 (arXiv:2104.14294).
+
+Self-distillation with no labels: a student (backbone + DINO head) sees all crops (2 global + N local); a
+teacher, the student's exponential moving average, sees the global crops only. The student matches the
+teacher's sharpened (low temperature), centred output distribution over K prototypes by cross-entropy
+across different views. Centring (a running mean of teacher outputs) and sharpening together avoid
+collapse; the teacher temperature warms up; the head's last layer is frozen during the first epoch.
+
+The centre is updated from the global batch mean (all-reduced in ``update_center``), so it is the same on
+every rank; the cross-entropy is a per-sample mean that DDP averaging makes global.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from pydantic import BaseModel, ConfigDict, Field
+
+from selfsup.engine.ema import cosine_momentum, ema_update, frozen_copy
+from selfsup.heads import DINOHead
+from selfsup.losses import dino_loss, update_center
+from selfsup.methods.base import StepOutput
+from selfsup.methods.common import encode_by_resolution, multi_crop, simclr_crops
+
+
+class DINOOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    out_dim: int = Field(65536, ge=2)  # K prototypes
+    hidden_dim: int = Field(2048, ge=1)
+    bottleneck_dim: int = Field(256, ge=1)
+    head_batch_norm: bool = False  # the paper uses BN in the head for ResNets only
+    student_temperature: float = Field(0.1, gt=0)
+    teacher_temperature: float = Field(0.04, gt=0)  # final value
+    warmup_teacher_temperature: float = Field(0.04, gt=0)  # initial value
+    teacher_temperature_warmup: float = Field(0.1, ge=0, le=1)  # fraction of training (30 of 300 epochs)
+    center_momentum: float = Field(0.9, ge=0, lt=1)
+    momentum: float = Field(0.996, ge=0, le=1)  # teacher EMA, cosine to 1
+    freeze_last_layer: float = Field(0.01, ge=0, le=1)  # fraction of training (the first epoch of 100)
+    num_local_crops: int = Field(6, ge=0)
+    local_size: int = Field(16, ge=4)
+    global_scale: tuple[float, float] = (0.4, 1.0)
+    local_scale: tuple[float, float] = (0.05, 0.4)
+    colour_strength: float = Field(0.5, ge=0)
+    blur_p: float = Field(0.5, ge=0, le=1)
+    solarize_p: float = Field(0.1, ge=0, le=1)
+
+
+class DINO(nn.Module):
+    Options = DINOOptions
+
+    def __init__(self, backbone: nn.Module, options: DINOOptions):
+        super().__init__()
+        self.options = options
+        self.backbone = backbone
+        self.head = DINOHead(backbone.num_features, options.out_dim, options.hidden_dim, options.bottleneck_dim,
+                             batch_norm=options.head_batch_norm)
+        self.teacher_backbone = frozen_copy(backbone)
+        self.teacher_head = frozen_copy(self.head)
+        self.register_buffer("center", torch.zeros(1, options.out_dim))
+        self.sync_batchnorm = options.head_batch_norm
+        self.momentum = options.momentum
+        self.teacher_temperature = options.warmup_teacher_temperature
+        self.views = multi_crop(simclr_crops(2, options.global_scale, options.colour_strength, options.blur_p,
+                                             solarize_p=options.solarize_p),
+                                options.num_local_crops, options.local_size, options.local_scale)
+
+    def on_step(self, progress: float) -> None:
+        o = self.options
+        self.momentum = cosine_momentum(progress, o.momentum)
+        warm = min(1.0, progress / o.teacher_temperature_warmup) if o.teacher_temperature_warmup else 1.0
+        self.teacher_temperature = o.warmup_teacher_temperature + warm * (o.teacher_temperature - o.warmup_teacher_temperature)
+
+    def before_optimizer_step(self, progress: float) -> None:
+        if progress < self.options.freeze_last_layer:
+            self.head.last_layer.grad = None
+
+    def after_optimizer_step(self, progress: float) -> None:
+        ema_update(self.teacher_backbone, self.backbone, self.momentum)
+        ema_update(self.teacher_head, self.head, self.momentum)
+
+    def forward(self, batch: dict) -> StepOutput:
+        views = batch["views"]
+        student = encode_by_resolution(lambda x: self.head(self.backbone(x)), views)
+        with torch.no_grad():
+            teacher = self.teacher_head(self.teacher_backbone(torch.cat(views[:2]))).chunk(2)
+        loss = dino_loss(student, list(teacher), self.center, student_temp=self.options.student_temperature,
+                         teacher_temp=self.teacher_temperature)
+        if self.training:
+            self.center.copy_(update_center(self.center, list(teacher), self.options.center_momentum))
+        return StepOutput(loss=loss, metrics={"teacher_temperature": self.teacher_temperature},
+                          embeddings=student[0].detach())

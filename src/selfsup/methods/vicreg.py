@@ -1,0 +1,53 @@
+"""VICReg: Bardes, Ponce, LeCun, "VICReg: Variance-Invariance-Covariance Regularization for Self-Supervised
+Learning", ICLR 2022 (arXiv:2105.04906).
+
+Both views go through backbone + a wide 3-layer expander. The loss has three terms: invariance (mean
+squared distance between the two embeddings), variance (a hinge keeping each dimension's std above gamma)
+and covariance (off-diagonal covariance pushed to zero), weighted 25 / 25 / 1 in the paper.
+
+Variance and covariance are computed over the global batch (all-gathered with autograd in the loss); the
+invariance term is a per-sample mean that DDP's averaging makes global.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from pydantic import BaseModel, ConfigDict, Field
+
+from selfsup.heads import mlp
+from selfsup.losses import vicreg
+from selfsup.methods.base import StepOutput
+from selfsup.methods.common import simclr_crops
+from selfsup.views import ViewSpec
+
+
+class VICRegOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sim_weight: float = Field(25.0, ge=0)
+    var_weight: float = Field(25.0, ge=0)
+    cov_weight: float = Field(1.0, ge=0)
+    expander_dim: int = Field(8192, ge=1)  # hidden and output width
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    colour_strength: float = Field(0.5, ge=0)
+    blur_p: tuple[float, float] = (1.0, 0.1)
+    solarize_p: tuple[float, float] = (0.0, 0.2)
+
+
+class VICReg(nn.Module):
+    Options = VICRegOptions
+
+    def __init__(self, backbone: nn.Module, options: VICRegOptions):
+        super().__init__()
+        self.options = options
+        self.backbone = backbone
+        dim = options.expander_dim
+        self.expander = mlp(backbone.num_features, dim, dim, num_layers=3)
+        self.views = ViewSpec(crops=tuple(
+            simclr_crops(1, options.crop_scale, options.colour_strength, blur, solarize_p=solarize)
+            for blur, solarize in zip(options.blur_p, options.solarize_p)))
+
+    def forward(self, batch: dict) -> StepOutput:
+        z_a, z_b = self.expander(self.backbone(torch.cat(batch["views"]))).chunk(2)
+        o = self.options
+        loss, terms = vicreg(z_a, z_b, sim_weight=o.sim_weight, var_weight=o.var_weight, cov_weight=o.cov_weight)
+        return StepOutput(loss=loss, metrics=terms, embeddings=z_a.detach())
