@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from selfsup.views import ViewSpec, apply_photometric, make_view, sample_generator
+from selfsup.views.masks import check_mask_spec, draw_masks
 
 
 class ViewDataset(Dataset):
@@ -15,6 +16,8 @@ class ViewDataset(Dataset):
     def __init__(self, source, views: ViewSpec, image_size: int, seed: int):
         self.source, self.views, self.image_size, self.seed = source, views, image_size, seed
         self.epoch = 0
+        if views.masks is not None:
+            check_mask_spec(views.masks, views.view_sizes(image_size))
 
     def __len__(self) -> int:
         return len(self.source)
@@ -41,7 +44,10 @@ class ViewDataset(Dataset):
                 view, p = make_view(image, crop, size, gen)
                 views.append(view)
                 params.append(p)
-        return {"views": views, "params": params, "index": index}
+        sample = {"views": views, "params": params, "index": index}
+        if self.views.masks is not None:  # own generator per view (seed, epoch, index, view): crops unchanged
+            sample["masks"] = draw_masks(self.views.masks, self.views.view_sizes(self.image_size), self.seed, epoch, index)
+        return sample
 
 
 class ViewCollate:
@@ -57,7 +63,10 @@ class ViewCollate:
             batch = torch.stack([s["views"][v] for s in samples])
             params = torch.stack([s["params"][v] for s in samples])
             views.append((apply_photometric(batch, params) - self.mean) / self.std)
-        return {"views": views, "index": torch.tensor([s["index"] for s in samples])}
+        batch = {"views": views, "index": torch.tensor([s["index"] for s in samples])}
+        if "masks" in samples[0]:
+            batch["masks"] = {key: torch.stack([s["masks"][key] for s in samples]) for key in samples[0]["masks"]}
+        return batch
 
 
 class EpochBatchSampler(Sampler):

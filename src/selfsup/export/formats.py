@@ -11,9 +11,13 @@ Which formats work:
 backbone                safetensors  timm                   torchvision
 ======================  ===========  =====================  =======================================
 ``timm:<name>``         yes          yes (same create_model) no
+``vit_*_cpu`` (ViTs)    yes          yes (timm ViT + kwargs) no
 torchvision ResNet      yes          standard stem only     yes (cifar stem: JSON gives the changes)
 anything else           yes          no                     no
 ======================  ===========  =====================  =======================================
+
+The registered ViTs (:mod:`selfsup.backbones.vit`) are timm ``VisionTransformer`` s built with explicit
+arguments, so their timm export is ``timm.create_model`` of a timm ViT with those arguments.
 
 timm's ``resnet18/34/50/101`` use the torchvision key names and shapes, so a torchvision ResNet's state
 dict loads into them unchanged; timm has no 3x3 stride-1 stem without max-pool, hence no timm export for
@@ -28,6 +32,7 @@ from typing import Any, Callable
 import torch.nn as nn
 
 from selfsup.backbones.torchvision_resnet import TORCHVISION_RESNETS
+from selfsup.backbones.vit import VIT_CONFIGS, registered_vit_timm_args
 from selfsup.export.backbone_io import (copy_file_atomic, read_backbone, save_safetensors_atomic,
                                         write_json_atomic)
 
@@ -39,7 +44,7 @@ INNER_PREFIX = "model."
 def supported_formats(spec: dict[str, Any]) -> list[str]:
     """The export formats that work for a backbone with this ``spec``."""
     name = spec["name"]
-    if name.startswith("timm:"):
+    if name.startswith("timm:") or name in VIT_CONFIGS:
         return ["safetensors", "timm"]
     if name in TORCHVISION_RESNETS:
         return ["safetensors", "torchvision"] + ([] if spec.get("cifar_stem") else ["timm"])
@@ -51,7 +56,7 @@ def _why_not(spec: dict[str, Any], fmt: str) -> str:
     if fmt == "timm" and name in TORCHVISION_RESNETS and spec.get("cifar_stem"):
         return ("timm's ResNet has no 3x3 stride-1 stem without max-pool, so the CIFAR-stem weights have no "
                 "timm model to load into; use 'torchvision' (its JSON gives the two stem changes)")
-    if fmt == "torchvision" and name.startswith("timm:"):
+    if fmt == "torchvision" and (name.startswith("timm:") or name in VIT_CONFIGS):
         return "'torchvision' is only for the torchvision ResNet backbones; a timm model exports to 'timm'"
     if fmt in ("timm", "torchvision"):
         return f"'{fmt}' needs a timm or torchvision model; '{name}' is a selfsup network"
@@ -63,6 +68,8 @@ def _timm_target(spec: dict[str, Any], weights_name: str) -> tuple[Callable[[], 
     name = spec["name"]
     if name.startswith("timm:"):
         model_name, kwargs = name[len("timm:"):], {k: v for k, v in spec.items() if k not in ("name", "in_channels")}
+    elif name in VIT_CONFIGS:
+        model_name, kwargs = registered_vit_timm_args(spec)
     else:  # a torchvision ResNet with the standard stem: timm's model of the same name has the same keys
         model_name, kwargs = name, {}
     call = {"model_name": model_name, "pretrained": False, "num_classes": 0,

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from selfsup.views.masks import MaskStrategy
 
 
 @dataclass(frozen=True)
@@ -25,11 +29,33 @@ class CropSpec:
 
 
 @dataclass(frozen=True)
+class MaskSpec:
+    """Patch masks drawn per sample with the views and delivered as ``batch["masks"]`` (see
+    :mod:`selfsup.views.masks`).
+
+    ``strategy``: e.g. ``RandomMask(ratio=0.75)``; ``patch_size``: pixels per patch side (the ViT's patch
+    size, or SimMIM's mask patch size on a ConvNet); ``views``: index of the masked view in the order of
+    ``batch["views"]`` (tensors (B, ...)), or a tuple of indices (tensors (B, len(views), ...), each view
+    masked independently).
+    """
+
+    strategy: "MaskStrategy"
+    patch_size: int
+    views: int | tuple[int, ...] = 0
+
+
+@dataclass(frozen=True)
 class ViewSpec:
-    """The views of one sample, as a list of crop groups (e.g. 2 global + N local crops)."""
+    """The views of one sample, as a list of crop groups (e.g. 2 global + N local crops), and optionally
+    the patch masks that go with them."""
 
     crops: tuple[CropSpec, ...] = field(default_factory=lambda: (CropSpec(),))
+    masks: MaskSpec | None = None
 
     @property
     def num_views(self) -> int:
         return sum(c.count for c in self.crops)
+
+    def view_sizes(self, image_size: int) -> list[int]:
+        """The side in pixels of every view, in the order of ``batch["views"]``."""
+        return [crop.size or image_size for crop in self.crops for _ in range(crop.count)]
