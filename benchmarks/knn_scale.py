@@ -1,12 +1,14 @@
 """Time selfsup.eval.knn.knn_classify on random features and report wall time and peak memory.
 
-    python benchmarks/knn_scale.py                      # 100,000 train x 10,000 test x 512 dims
-    python benchmarks/knn_scale.py --train 20000 --test 2000 --dim 128 --out knn.jsonl
+    python benchmarks/knn_scale.py                      # 100,000 train x 10,000 test x 512 dims (issue 5)
+    python benchmarks/knn_scale.py --train 20000 --test 2000 --dim 128 --no-record
 
-Prints one JSON line (and appends it to --out when given): sizes, chunk sizes, device, threads, wall time
-of knn_classify alone, pairs per second, and the process's peak RSS before and after the call
-(resource.getrusage; on Linux ru_maxrss is in KiB). The inputs are generated in blocks so that the
-"before" peak is close to the size of the inputs themselves.
+Prints one JSON line: sizes, chunk sizes, device, threads, wall time of knn_classify alone, pairs per second,
+the size of the inputs and the process's peak RSS before and after the call (resource.getrusage; on Linux
+ru_maxrss is in KiB). The inputs are generated in blocks so that the "before" peak is close to the size of
+the inputs themselves; the growth of the peak during the call is the memory the chunked kNN needed, which
+depends on the chunk sizes, not on the bank or query counts. Unless --no-record, the row is written to
+benchmarks/results/knn_scale[_<device>].json, from which benchmarks/make_results.py builds RESULTS.md.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import sys
 import time
 
 import torch
+from common import write_row
 
 from selfsup.eval.knn import knn_classify
 
@@ -45,7 +48,8 @@ def main(argv=None) -> dict:
     p.add_argument("--train-chunk", type=int, default=65536)
     p.add_argument("--device", default="cpu", help="compute device; features stay on the CPU")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="append the JSON line to this file")
+    p.add_argument("--out", default=None, help="also append the JSON line to this file")
+    p.add_argument("--no-record", action="store_true", help="do not write benchmarks/results/knn_scale*.json")
     args = p.parse_args(argv)
 
     gen = torch.Generator().manual_seed(args.seed)
@@ -79,8 +83,23 @@ def main(argv=None) -> dict:
     if args.device.startswith("cuda"):
         result["cuda_peak_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         result["gpu"] = torch.cuda.get_device_name()
+    inputs_mib = (args.train + args.test) * args.dim * 4 / 2**20
+    growth = result["peak_rss_after_mib"] - result["peak_rss_before_mib"]
+    result.update({
+        "inputs_mib": round(inputs_mib, 1),
+        "title": f"kNN classification, {args.train:,} x {args.test:,} features of dim {args.dim}, "
+                 f"k={','.join(map(str, args.ks))}, chunked ({args.device})",
+        "summary": f"{wall:.1f} s, {result['pairs_per_s'] / 1e6:.0f} M pairs/s, {result['threads']} threads; "
+                   f"peak RSS grew by {max(growth, 0):.0f} MiB during the call (query_chunk={args.query_chunk}, "
+                   f"train_chunk={args.train_chunk}) over {result['peak_rss_before_mib']:.0f} MiB before it "
+                   f"(runtime + the {inputs_mib:.0f} MiB of inputs)",
+        "wall_time_s": round(wall, 3),
+    })
     line = json.dumps(result)
     print(line)
+    if not args.no_record:
+        name = "knn_scale" if args.device == "cpu" else f"knn_scale_{args.device.split(':')[0]}"
+        print(write_row(name, result), file=sys.stderr)
     if args.out:
         with open(args.out, "a") as f:
             f.write(line + "\n")

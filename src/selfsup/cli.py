@@ -29,9 +29,22 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
-    from selfsup.api import evaluate
+    from selfsup.eval.evaluate import eval_command
 
-    evaluate(args.run, data=args.data)
+    run, overrides = args.run, list(args.overrides)
+    if run and "=" in run:  # no run directory given, only overrides
+        run, overrides = None, [run] + overrides
+    eval_command(run, data=args.data, backbone=args.backbone, weights=args.weights, out=args.out,
+                 protocols=args.protocols, image_size=args.image_size, overrides=overrides)
+    return 0
+
+
+def _compare(args) -> int:
+    from selfsup.eval.compare import compare_runs
+
+    comparison = compare_runs(args.runs, args.out, strict=args.strict, baselines=not args.no_baselines)
+    print(comparison.markdown(), end="")
+    print(f"[selfsup] wrote compare.md, compare.csv and compare.html to {args.out}", file=sys.stderr)
     return 0
 
 
@@ -82,10 +95,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly from its last checkpoint")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("eval", help="kNN + linear probe of a run's backbone, with baselines")
-    p.add_argument("run", help="run directory")
+    p = sub.add_parser("eval", help="evaluate a run's backbone, or any backbone, beside the baselines",
+                       description="`selfsup eval RUN_DIR` or `selfsup eval --backbone timm:resnet18 [--weights "
+                       "w.safetensors] --data FOLDER`, plus key=value overrides such as eval.knn_k=[1,5,20,200].")
+    p.add_argument("run", nargs="?", help="run directory (or give --backbone)")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. eval.protocols=[knn,fewshot] seed=1")
     p.add_argument("--data", help="dataset name, image folder or .npz (default: the run's data)")
+    p.add_argument("--backbone", help="registered name, timm:<model>, or a saved backbone (run dir / .safetensors)")
+    p.add_argument("--weights", help="state dict (.safetensors, .pt) for --backbone NAME; default: random init")
+    p.add_argument("--protocols", help="comma-separated: knn,linear,fewshot,lowlabel,retrieval,kmeans,diagnostics "
+                   "or all (default knn,linear)")
+    p.add_argument("--image-size", type=int, help="input size for --backbone (default: saved or model default)")
+    p.add_argument("--out", help="results folder for --backbone (default runs/eval-<backbone>-<time>)")
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("compare", help="one table (Markdown, CSV, HTML) of several runs' results")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (or selfsup eval result folders)")
+    p.add_argument("--out", default="compare", help="folder for compare.md/.csv/.html (default ./compare)")
+    p.add_argument("--strict", action="store_true", help="fail instead of warning when protocols differ")
+    p.add_argument("--no-baselines", action="store_true", help="only the pretrained rows")
+    p.set_defaults(func=_compare)
 
     p = sub.add_parser("export", help="export a run's backbone for timm / torchvision")
     p.add_argument("run", help="run directory or backbone.safetensors")

@@ -9,10 +9,10 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
@@ -76,11 +76,19 @@ class TrainConfig(_Section):
         return value
 
 
+EvalProtocol = Literal["knn", "linear", "fewshot", "lowlabel", "retrieval", "kmeans", "diagnostics"]
+
+
 class EvalConfig(_Section):
     enabled: bool = True
-    knn_k: list[int] = Field(default_factory=lambda: [20, 200])
+    # kNN and linear by default; the others (see selfsup.eval.protocol) cost more and are opt-in.
+    protocols: list[EvalProtocol] = Field(default_factory=lambda: ["knn", "linear"])
+    knn_k: list[PositiveInt] = Field(default_factory=lambda: [20, 200])  # a sweep: [1, 5, 10, 20, 50, 100, 200]
     knn_temperature: float = Field(0.07, gt=0)
-    linear: bool = True
+    linear: bool = True  # false removes "linear" from protocols (kept for existing recipes)
+    fewshot_shots: list[PositiveInt] = Field(default_factory=lambda: [1, 5, 10])
+    fewshot_seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])  # fixed: same labels for every run
+    lowlabel_fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [0.01, 0.1])
     baselines: bool = True
     batch_size: int = Field(256, ge=1)
 

@@ -6,7 +6,6 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -136,9 +135,12 @@ def train(cfg: Config, resume: str | Path | None = None, resume_overrides: list[
 
 
 def evaluate_run(run_dir: str | Path, data: str | None = None, splits=None, cfg: Config | None = None) -> dict:
-    """Evaluate a run's exported backbone (and the baselines) and write ``results.json``."""
+    """Evaluate a run's exported backbone (and the baselines) and write ``results.json``.
+
+    ``cfg`` (default: the run's config.yaml) gives the eval settings, e.g. with ``eval.*`` overrides applied."""
     from selfsup.data import open_data
-    from selfsup.eval.protocol import evaluate_backbone, format_table
+    from selfsup.eval.evaluate import evaluate_and_record
+    from selfsup.eval.protocol import ProtocolSettings
     from selfsup.export import load_backbone
 
     run_dir = Path(run_dir)
@@ -149,28 +151,11 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, splits=None, cfg:
         splits = open_data(data or cfg.data.source, channels=meta["spec"]["in_channels"],
                            max_bad_fraction=cfg.data.max_bad_fraction, seed=cfg.seed,
                            holdout_fraction=cfg.data.holdout_fraction)
-    start = time.perf_counter()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    results = evaluate_backbone(
-        backbone, splits, image_size=meta["image_size"], mean=meta["normalization"]["mean"],
-        std=meta["normalization"]["std"], ks=cfg.eval.knn_k, temperature=cfg.eval.knn_temperature,
-        linear=cfg.eval.linear, baselines=cfg.eval.baselines, batch_size=cfg.eval.batch_size, device=device,
-        cache_dir=run_dir / "features", seed=cfg.seed, log=log)
     summary_path = run_dir / "train_summary.json"
-    payload = {
-        "protocol": {"knn": {"k": cfg.eval.knn_k, "temperature": cfg.eval.knn_temperature, "similarity": "cosine"},
-                     "linear": "logistic regression on frozen standardized features, L2 chosen on a 10% validation "
-                               "split of the training labels" if cfg.eval.linear else None,
-                     "image_size": meta["image_size"]},
-        "data": {"source": data or cfg.data.source, "train_images": len(splits.train), "test_images": len(splits.test),
-                 "num_classes": len(splits.train.classes) if splits.train.classes else None},
-        "run": {"method": cfg.method, "backbone": cfg.backbone.name, "seed": cfg.seed,
-                **(json.loads(summary_path.read_text()) if summary_path.exists() else {})},
-        "eval_time_s": round(time.perf_counter() - start, 2),
-        "results": results,
-    }
-    (run_dir / RESULTS_FILE).write_text(json.dumps(payload, indent=2))
-    print(f"\nResults on the held-out split of '{payload['data']['source']}' "
-          f"({payload['data']['test_images']} images), {run_dir / RESULTS_FILE}:\n")
-    print(format_table(results), flush=True)
-    return payload
+    run_info = {"method": cfg.method, "backbone": cfg.backbone.name, "seed": cfg.seed,
+                **(json.loads(summary_path.read_text()) if summary_path.exists() else {})}
+    return evaluate_and_record(
+        backbone, splits, run_dir, settings=ProtocolSettings.from_eval_config(cfg.eval, cfg.seed),
+        image_size=meta["image_size"], mean=meta["normalization"]["mean"], std=meta["normalization"]["std"],
+        data_name=data or cfg.data.source, run_info=run_info, baselines=cfg.eval.baselines,
+        batch_size=cfg.eval.batch_size, log=log)

@@ -1,16 +1,164 @@
-"""The evaluation protocol (DESIGN.md): kNN and linear probe on frozen features, always beside the
-random-init and raw-pixel baselines so a user sees what pre-training bought."""
+"""The evaluation protocol (DESIGN.md): every protocol on one cached feature extraction per (backbone, split),
+always beside the random-init and raw-pixel baselines so a user sees what pre-training bought.
+
+Protocols, by name (``kNN`` and ``linear`` run by default; the others are opt-in because they cost more):
+
+===============  ========================================================  =====================================
+name             what                                                      metrics in results.json
+===============  ========================================================  =====================================
+``knn``          weighted kNN, any list of k (a sweep), :mod:`.knn`        ``knn_top1@<k>``
+``linear``       logistic regression, L2 chosen on a validation split      ``linear_top1``
+``fewshot``      1/5/10 labels per class, 5 fixed seeds, :mod:`.fewshot`   ``fewshot_<k>shot_top1`` (+ ``_std``)
+``lowlabel``     linear probe on 1% / 10% of the labels, :mod:`.fewshot`   ``lowlabel_<p>pct_top1``
+``retrieval``    test queries against the train set, :mod:`.retrieval`    ``retrieval_recall@<k>``,
+                                                                           ``retrieval_map@r``
+``kmeans``       k-means, k = classes, test split, :mod:`.clustering`      ``kmeans_nmi``, ``kmeans_ari``
+``diagnostics``  RankMe, per-dimension std, alignment, uniformity (test)   ``effective_rank``, ``normalized_std``,
+                                                                           ``alignment``, ``uniformity``
+===============  ========================================================  =====================================
+
+Results are a dict ``row -> metric -> value`` (rows: ``pretrained``, ``random_init``, ``raw_pixels``);
+:meth:`ProtocolSettings.record` describes the protocol for ``results.json`` so that runs evaluated
+differently are never compared silently (see :mod:`selfsup.eval.compare`).
+"""
 from __future__ import annotations
 
 import copy
+import time
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
+from selfsup.eval.clustering import kmeans_scores
+from selfsup.eval.diagnostics import representation_diagnostics
 from selfsup.eval.features import extract_features, raw_pixel_features
+from selfsup.eval.fewshot import (DEFAULT_FEWSHOT_SEEDS, DEFAULT_LABEL_FRACTIONS, DEFAULT_SHOTS, fewshot_accuracy,
+                                  fraction_name, lowlabel_accuracy)
 from selfsup.eval.knn import knn_accuracy
 from selfsup.eval.linear import linear_probe
+from selfsup.eval.retrieval import DEFAULT_RECALL_AT, retrieval_metrics
 
 ROWS = {"pretrained": "pretrained", "random_init": "random-init", "raw_pixels": "raw pixels"}
+DEFAULT_PROTOCOLS: tuple[str, ...] = ("knn", "linear")
+
+
+@dataclass(frozen=True)
+class ProtocolSettings:
+    """Every choice that changes an evaluation number (besides the backbone, the data and the transform)."""
+
+    protocols: tuple[str, ...] = DEFAULT_PROTOCOLS
+    knn_k: tuple[int, ...] = (20, 200)
+    knn_temperature: float = 0.07
+    fewshot_shots: tuple[int, ...] = DEFAULT_SHOTS
+    fewshot_seeds: tuple[int, ...] = DEFAULT_FEWSHOT_SEEDS
+    lowlabel_fractions: tuple[float, ...] = DEFAULT_LABEL_FRACTIONS
+    retrieval_recall_at: tuple[int, ...] = DEFAULT_RECALL_AT
+    seed: int = 0  # the run's seed: linear-probe validation split, random-init weights
+    # Fixed, like the few-shot seeds, so that every run of a comparison gets the same low-label subset,
+    # k-means restarts and diagnostic samples: these numbers are then functions of the features alone.
+    subset_seed: int = 0
+
+    def __post_init__(self):
+        unknown = [p for p in self.protocols if p not in PROTOCOLS]
+        if unknown:
+            raise ValueError(f"unknown evaluation protocol(s) {unknown}; known: {', '.join(PROTOCOLS)}")
+
+    @classmethod
+    def from_eval_config(cls, eval_cfg, seed: int) -> "ProtocolSettings":
+        """From the ``eval`` section of a run config; ``eval.linear: false`` drops the linear probe."""
+        protocols = tuple(getattr(eval_cfg, "protocols", DEFAULT_PROTOCOLS))
+        if not eval_cfg.linear:
+            protocols = tuple(p for p in protocols if p != "linear")
+        return cls(protocols=protocols, knn_k=tuple(eval_cfg.knn_k), knn_temperature=eval_cfg.knn_temperature,
+                   fewshot_shots=tuple(getattr(eval_cfg, "fewshot_shots", DEFAULT_SHOTS)),
+                   fewshot_seeds=tuple(getattr(eval_cfg, "fewshot_seeds", DEFAULT_FEWSHOT_SEEDS)),
+                   lowlabel_fractions=tuple(getattr(eval_cfg, "lowlabel_fractions", DEFAULT_LABEL_FRACTIONS)),
+                   seed=seed)
+
+    def record(self) -> dict:
+        """What results.json stores under ``protocol``: one entry per protocol that ran, with its settings."""
+        described = {
+            "knn": {"k": list(self.knn_k), "temperature": self.knn_temperature, "similarity": "cosine"},
+            "linear": "logistic regression on frozen standardized features, L2 chosen on a 10% validation split "
+                      "of the training labels",
+            "fewshot": {"shots": list(self.fewshot_shots), "seeds": list(self.fewshot_seeds),
+                        "classifier": "nearest centroid (SimpleShot CL2N)"},
+            "lowlabel": {"fractions": list(self.lowlabel_fractions), "seed": self.subset_seed,
+                         "classifier": "linear probe on the class-balanced subset"},
+            "retrieval": {"recall_at": list(self.retrieval_recall_at), "similarity": "cosine",
+                          "queries": "test", "database": "train"},
+            "kmeans": {"k": "number of classes", "split": "test", "seed": self.subset_seed},
+            "diagnostics": {"split": "test", "alignment_positives": "same-class pairs", "seed": self.subset_seed},
+        }
+        record = {name: described[name] for name in self.protocols}
+        # Kept for results.json files written before the protocol list existed (kNN/linear always present).
+        record.setdefault("knn", None)
+        record.setdefault("linear", None)
+        record["protocols"] = list(self.protocols)
+        record["seed"] = self.seed
+        return record
+
+
+@dataclass(frozen=True)
+class FeatureSplits:
+    """Cached features of one candidate (backbone or raw pixels): train = labelled bank, test = evaluation."""
+
+    train: torch.Tensor
+    train_labels: torch.Tensor
+    test: torch.Tensor
+    test_labels: torch.Tensor
+
+
+# ------------------------------------------------------------------------------------------------ protocols
+# Each protocol: (features, settings) -> {metric: value}. Composition: a new protocol is one function here.
+
+def _knn(f: FeatureSplits, s: ProtocolSettings) -> dict:
+    accuracy = knn_accuracy(f.train, f.train_labels, f.test, f.test_labels, ks=s.knn_k, temperature=s.knn_temperature)
+    return {f"knn_top1@{k}": acc for k, acc in accuracy.items()}
+
+
+def _linear(f: FeatureSplits, s: ProtocolSettings) -> dict:
+    probe = linear_probe(f.train, f.train_labels, f.test, f.test_labels, seed=s.seed)
+    return {"linear_top1": probe["top1"], "linear_weight_decay": probe["weight_decay"]}
+
+
+def _fewshot(f: FeatureSplits, s: ProtocolSettings) -> dict:
+    smallest_class = int(torch.bincount(f.train_labels)[torch.unique(f.train_labels)].min())
+    # A shot count larger than the smallest class cannot be drawn; skip it rather than fail the whole eval.
+    shots = [k for k in s.fewshot_shots if k <= smallest_class]
+    out = {}
+    for k, score in fewshot_accuracy(f.train, f.train_labels, f.test, f.test_labels, shots=shots,
+                                     seeds=s.fewshot_seeds).items():
+        out[f"fewshot_{k}shot_top1"] = score["mean"]
+        out[f"fewshot_{k}shot_top1_std"] = score["std"]
+    return out
+
+
+def _lowlabel(f: FeatureSplits, s: ProtocolSettings) -> dict:
+    scores = lowlabel_accuracy(f.train, f.train_labels, f.test, f.test_labels, fractions=s.lowlabel_fractions,
+                               seed=s.subset_seed)
+    return {f"lowlabel_{fraction_name(p)}_top1": score["top1"] for p, score in scores.items()}
+
+
+def _retrieval(f: FeatureSplits, s: ProtocolSettings) -> dict:
+    scores = retrieval_metrics(f.train, f.train_labels, f.test, f.test_labels, recall_at=s.retrieval_recall_at)
+    return {f"retrieval_{name}": value for name, value in scores.items()}
+
+
+def _kmeans(f: FeatureSplits, s: ProtocolSettings) -> dict:
+    scores = kmeans_scores(f.test, f.test_labels, seed=s.subset_seed)
+    return {f"kmeans_{name}": value for name, value in scores.items()}
+
+
+def _diagnostics(f: FeatureSplits, s: ProtocolSettings) -> dict:
+    return representation_diagnostics(f.test, f.test_labels, seed=s.subset_seed)
+
+
+PROTOCOLS: dict[str, Callable[[FeatureSplits, ProtocolSettings], dict]] = {
+    "knn": _knn, "linear": _linear, "fewshot": _fewshot, "lowlabel": _lowlabel, "retrieval": _retrieval,
+    "kmeans": _kmeans, "diagnostics": _diagnostics,
+}
 
 
 def random_init_like(backbone: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -22,48 +170,134 @@ def random_init_like(backbone: torch.nn.Module, seed: int = 0) -> torch.nn.Modul
         return backbone_from_spec(copy.deepcopy(backbone.spec))
 
 
-def score_features(train, train_labels, test, test_labels, *, ks, temperature, linear: bool, seed: int) -> dict:
-    scores = {f"knn_top1@{k}": acc for k, acc in
-              knn_accuracy(train, train_labels, test, test_labels, ks=tuple(ks), temperature=temperature).items()}
-    if linear:
-        probe = linear_probe(train, train_labels, test, test_labels, seed=seed)
-        scores.update({"linear_top1": probe["top1"], "linear_weight_decay": probe["weight_decay"]})
+def score_features(train, train_labels, test, test_labels, *, settings: ProtocolSettings | None = None,
+                   log: Callable[[str], None] | None = None, **legacy) -> dict:
+    """Every protocol of ``settings`` on one set of cached features; ``{metric: value}``.
+
+    ``legacy`` keywords (``ks``, ``temperature``, ``linear``, ``seed``) build the settings when none are given.
+    """
+    if settings is None:
+        settings = _settings_from_keywords(**legacy)
+    features = FeatureSplits(train, torch.as_tensor(train_labels).long(), test, torch.as_tensor(test_labels).long())
+    scores = {}
+    for name in settings.protocols:
+        start = time.perf_counter()
+        scores.update(PROTOCOLS[name](features, settings))
+        if log is not None and name not in DEFAULT_PROTOCOLS:
+            log(f"  {name}: {time.perf_counter() - start:.1f} s")
     return scores
+
+
+def _settings_from_keywords(ks=(20, 200), temperature: float = 0.07, linear: bool = True, seed: int = 0,
+                            protocols=None) -> ProtocolSettings:
+    protocols = tuple(protocols) if protocols is not None else DEFAULT_PROTOCOLS
+    if not linear:
+        protocols = tuple(p for p in protocols if p != "linear")
+    return ProtocolSettings(protocols=protocols, knn_k=tuple(ks), knn_temperature=temperature, seed=seed)
 
 
 def evaluate_backbone(backbone, splits, *, image_size: int, mean, std, ks=(20, 200), temperature: float = 0.07,
                       linear: bool = True, baselines: bool = True, batch_size: int = 256, device="cpu",
-                      cache_dir=None, seed: int = 0, log=print) -> dict:
-    """Scores of ``backbone`` (and the baselines) trained on ``splits.train`` labels, tested on ``splits.test``."""
+                      cache_dir=None, seed: int = 0, log=print, protocols=None,
+                      settings: ProtocolSettings | None = None, row: str = "pretrained") -> dict:
+    """Scores of ``backbone`` (and the baselines) trained on ``splits.train`` labels, tested on ``splits.test``.
+
+    ``settings`` (a :class:`ProtocolSettings`) wins over ``ks`` / ``temperature`` / ``linear`` / ``seed`` /
+    ``protocols``, which remain for the callers that only need kNN and the linear probe. ``row`` names the
+    backbone's row; with ``row="random_init"`` (an untrained backbone) the random-init baseline is not added
+    twice.
+    """
     if splits.test is None or splits.train.labels is None:
         raise ValueError("evaluation needs labels: a labelled held-out split (class sub-folders, npz labels, or an "
                          "embedded dataset)")
+    if settings is None:
+        settings = _settings_from_keywords(ks=ks, temperature=temperature, linear=linear, seed=seed,
+                                           protocols=protocols)
     kw = dict(image_size=image_size, mean=mean, std=std)
     extract = dict(batch_size=batch_size, device=device, cache_dir=cache_dir, **kw)
-    candidates = {"pretrained": backbone}
-    if baselines:
-        candidates["random_init"] = random_init_like(backbone, seed)
+    candidates = {row: backbone}
+    if baselines and row != "random_init":
+        candidates["random_init"] = random_init_like(backbone, settings.seed)
     results = {}
-    for row, model in candidates.items():
-        log(f"evaluating {ROWS[row]} features ...")
+    for name, model in candidates.items():
+        log(f"evaluating {ROWS.get(name, name)} features ...")
         train, train_y = extract_features(model, splits.train, **extract)
         test, test_y = extract_features(model, splits.test, **extract)
-        results[row] = score_features(train, train_y, test, test_y, ks=ks, temperature=temperature, linear=linear, seed=seed)
+        results[name] = score_features(train, train_y, test, test_y, settings=settings, log=log)
     if baselines:
         log("evaluating raw pixels ...")
         train, train_y = raw_pixel_features(splits.train, **kw)
         test, test_y = raw_pixel_features(splits.test, **kw)
-        results["raw_pixels"] = score_features(train, train_y, test, test_y, ks=ks, temperature=temperature,
-                                               linear=linear, seed=seed)
+        results["raw_pixels"] = score_features(train, train_y, test, test_y, settings=settings, log=log)
     return results
 
 
+# ------------------------------------------------------------------------------------------------- display
+# Display order of the metric families; metrics of unknown families come last, alphabetically.
+_FAMILY_ORDER = ("knn_top1@", "linear_", "fewshot_", "lowlabel_", "retrieval_recall@", "retrieval_map",
+                 "kmeans_nmi", "kmeans_ari", "effective_rank", "normalized_std", "alignment", "uniformity")
+#: Keys of a results row that are chosen settings, not scores: kept in results.json, left out of tables.
+NOT_SCORES = frozenset({"linear_weight_decay"})
+#: Scores that are not fractions in [0, 1] (shown as plain numbers rather than percentages).
+PLAIN_NUMBERS = frozenset({"effective_rank", "normalized_std", "alignment", "uniformity"})
+
+
+def _number_in(name: str) -> float:
+    digits = "".join(ch if ch.isdigit() or ch == "." else " " for ch in name).split()
+    try:
+        return float(digits[0]) if digits else 0.0
+    except ValueError:
+        return 0.0
+
+
+def metric_sort_key(name: str):
+    for i, prefix in enumerate(_FAMILY_ORDER):
+        if name.startswith(prefix):
+            return (i, _number_in(name[len(prefix):]), name)
+    return (len(_FAMILY_ORDER), 0.0, name)
+
+
+def table_metrics(rows) -> list[str]:
+    """The metric columns to show for these result rows (dicts), in display order; ``*_std`` companions of a
+    present metric are folded into its cell (see :func:`format_metric`)."""
+    present = {m for r in rows for m in r}
+    shown = [m for m in present if m not in NOT_SCORES and not (m.endswith("_std") and m[:-4] in present)]
+    return sorted(shown, key=metric_sort_key)
+
+
+def metric_label(name: str) -> str:
+    """Short column title: ``knn_top1@20`` -> ``knn@20``, ``fewshot_5shot_top1`` -> ``fewshot_5shot``."""
+    return name.replace("_top1", "")
+
+
+def format_metric(name: str, value, std=None) -> str:
+    """A cell: fractions as percentages with one decimal (``std`` as ``± s``), other scores with 3 decimals."""
+    if value is None:
+        return "-"
+    if isinstance(value, float) and value != value:
+        return "nan"
+    if name in PLAIN_NUMBERS or not isinstance(value, (int, float)):
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+    cell = f"{100 * value:.1f}"
+    return cell + (f" ± {100 * std:.1f}" if std is not None else "")
+
+
 def format_table(results: dict) -> str:
-    metrics = [m for m in ("knn_top1@20", "knn_top1@200", "linear_top1") if any(m in r for r in results.values())]
-    metrics += sorted({m for r in results.values() for m in r if m.startswith("knn_top1@")} - set(metrics))
-    header = f"{'features':<14}" + "".join(f"{m.replace('_top1', ''):>12}" for m in metrics)
+    """A text table with one line per metric and one column per row of ``results`` (pretrained, baselines)."""
+    metrics = table_metrics(results.values())
+    names = list(results)
+    width = max([len(metric_label(m)) for m in metrics] + [8]) + 2
+    cols = [max(len(ROWS.get(n, n)), 14) + 2 for n in names]
+    header = f"{'metric (%)':<{width}}" + "".join(f"{ROWS.get(n, n):>{w}}" for n, w in zip(names, cols))
     lines = [header, "-" * len(header)]
-    for row, scores in results.items():
-        cells = "".join(f"{100 * scores[m]:>11.1f}%" if m in scores else f"{'-':>12}" for m in metrics)
-        lines.append(f"{ROWS.get(row, row):<14}{cells}")
+    for m in metrics:
+        cells = "".join(
+            f"{format_metric(m, results[n].get(m), results[n].get(m + '_std')):>{w}}" for n, w in zip(names, cols))
+        label = metric_label(m) + (" (raw)" if m in PLAIN_NUMBERS else "")
+        lines.append(f"{label:<{width}}{cells}")
     return "\n".join(lines)
+
+
+__all__ = ["DEFAULT_PROTOCOLS", "PROTOCOLS", "ProtocolSettings", "FeatureSplits", "ROWS", "evaluate_backbone",
+           "score_features", "random_init_like", "format_table", "format_metric", "metric_label", "table_metrics",
+           "metric_sort_key", "NOT_SCORES", "PLAIN_NUMBERS"]

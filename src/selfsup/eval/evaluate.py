@@ -1,0 +1,221 @@
+"""Evaluate a backbone end to end and write ``results.json``: a run's own backbone, or any backbone.
+
+``selfsup eval RUN`` and the evaluation at the end of ``selfsup train`` go through :func:`evaluate_and_record`
+with the run's config; ``selfsup eval --backbone NAME_OR_FILE [--weights FILE] --data DATA`` goes through
+:func:`evaluate_any_backbone`, which first builds the backbone with :func:`load_any_backbone`:
+
+- a saved selfsup backbone (a run directory, its ``backbone.safetensors`` / ``backbone.json``, or a file
+  written by ``selfsup export``) carries its architecture, input size and normalisation, so it is evaluated
+  exactly as the run that produced it evaluated it (same numbers, given the same data and eval settings);
+- a registry name or ``timm:<model>`` builds that architecture; ``--weights`` (safetensors, or a
+  ``torch.save`` state dict) is loaded into it, otherwise it stays randomly initialised and is reported as
+  the random-init row. The input size and normalisation then come from timm's pretrained config of the
+  model when it has one (ImageNet statistics), else from the data.
+
+``results.json`` (the single source for tables) holds ``protocol`` (every setting that changes a number,
+plus the image size), ``data`` (source, sizes, fingerprints of both splits), ``run`` (what was evaluated),
+``eval_time_s`` and ``results`` (row -> metric -> value).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from selfsup.eval.protocol import ProtocolSettings, evaluate_backbone, format_table
+
+RESULTS_FILE = "results.json"
+
+
+def _default_log(message: str) -> None:
+    print(f"[selfsup] {message}", file=sys.stderr, flush=True)
+
+
+def evaluate_and_record(backbone, splits, out_dir, *, settings: ProtocolSettings, image_size: int, mean, std,
+                        data_name: str, run_info: dict, baselines: bool = True, batch_size: int = 256,
+                        row: str = "pretrained", log: Callable[[str], None] = _default_log) -> dict:
+    """Run the protocol on ``backbone`` (features cached in ``out_dir/features``), write and print the results."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    results = evaluate_backbone(backbone, splits, image_size=image_size, mean=mean, std=std, settings=settings,
+                                baselines=baselines, batch_size=batch_size, device=device,
+                                cache_dir=out_dir / "features", log=log, row=row)
+    payload = {
+        "protocol": {**settings.record(), "image_size": int(image_size)},
+        "data": {"source": str(data_name), "train_images": len(splits.train), "test_images": len(splits.test),
+                 "num_classes": len(splits.train.classes) if splits.train.classes else None,
+                 "train_fingerprint": splits.train.fingerprint(), "test_fingerprint": splits.test.fingerprint()},
+        "run": run_info,
+        "eval_time_s": round(time.perf_counter() - start, 2),
+        "evaluated": datetime.now().isoformat(timespec="seconds"),
+        "results": results,
+    }
+    (out_dir / RESULTS_FILE).write_text(json.dumps(payload, indent=2))
+    print(f"\nResults on the held-out split of '{data_name}' ({len(splits.test)} images), "
+          f"{out_dir / RESULTS_FILE}:\n")
+    print(format_table(results), flush=True)
+    return payload
+
+
+# ------------------------------------------------------------------------------------------- any backbone
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "backbone"):  # common checkpoint wrappers
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} does not hold a state dict of tensors")
+    return state
+
+
+def load_weights_into(model: torch.nn.Module, weights: str | Path, log: Callable[[str], None] = _default_log):
+    """Load a state dict file into ``model``, whose keys may be the backbone's own or its inner ``.model``'s
+    (a plain timm / torchvision state dict). Every backbone parameter must be present; keys the backbone
+    does not have (e.g. an ImageNet classifier ``fc.*``) are ignored and listed in the log."""
+    weights = Path(weights)
+    if not weights.is_file():
+        raise FileNotFoundError(f"weights file {weights} does not exist")
+    state = _read_state_dict(weights)
+    own = model.state_dict()
+    candidates = [state]
+    if hasattr(model, "model"):
+        candidates.append({f"model.{k}": v for k, v in state.items()})
+    # The key layout that covers most of the model's keys is the one the file was written in.
+    state = max(candidates, key=lambda s: len(own.keys() & s.keys()))
+    missing = sorted(own.keys() - state.keys())
+    if missing:
+        raise ValueError(f"{weights} does not fit {model.spec['name']}: {len(missing)} of its {len(own)} tensors are "
+                         f"missing (e.g. {', '.join(missing[:3])}); is it the weights of another architecture?")
+    unexpected = sorted(state.keys() - own.keys())
+    try:
+        model.load_state_dict({k: state[k] for k in own}, strict=True)
+    except RuntimeError as error:  # shapes differ
+        raise ValueError(f"{weights} does not fit {model.spec['name']}: {error}") from None
+    if unexpected:
+        log(f"ignored {len(unexpected)} tensor(s) of {weights.name} that the backbone has no place for: "
+            f"{', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
+
+
+def _is_saved_backbone(path: Path) -> bool:
+    return path.is_dir() or path.suffix in (".safetensors", ".json")
+
+
+def load_any_backbone(backbone: str, weights: str | Path | None = None, channels: int = 3, seed: int = 0,
+                      log: Callable[[str], None] = _default_log):
+    """``(module, meta, trained)``: a saved selfsup backbone (path) or a named architecture (+ weights).
+
+    A named architecture without weights is initialised from ``seed`` (as the random-init baseline is), so
+    its numbers are reproducible."""
+    from selfsup.backbones import build_backbone
+    from selfsup.export import load_backbone
+
+    path = Path(backbone)
+    if _is_saved_backbone(path) and path.exists():
+        if weights is not None:
+            raise ValueError(f"--weights is for a backbone given by name; {backbone} already holds its weights")
+        model = load_backbone(path)
+        return model, dict(model.meta), True
+    if not backbone.startswith("timm:") and (path.suffix in (".safetensors", ".json") or "/" in backbone):
+        raise FileNotFoundError(f"backbone {backbone} not found: give an existing run directory / backbone file, "
+                                "a registered backbone name (selfsup list) or timm:<model name>")
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = build_backbone(backbone, channels)
+    if weights is not None:
+        load_weights_into(model, weights, log)
+    model.eval()
+    meta = {"spec": model.spec}
+    cfg = getattr(getattr(model, "model", None), "pretrained_cfg", None) or {}
+    if cfg.get("input_size"):  # timm: the model's own input size and normalisation
+        meta["image_size"] = int(cfg["input_size"][-1])
+        if len(cfg.get("mean", ())) == channels:
+            meta["normalization"] = {"mean": list(cfg["mean"]), "std": list(cfg["std"])}
+    return model, meta, weights is not None
+
+
+def evaluate_any_backbone(backbone: str, data: str, *, weights=None, out_dir=None, cfg=None, image_size=None,
+                          log: Callable[[str], None] = _default_log) -> dict:
+    """Evaluate any backbone on ``data`` with the protocol of ``cfg.eval`` (default config when None).
+
+    ``cfg`` also gives the data options (channels for a named backbone, holdout fraction, seed) and, when
+    set, ``data.mean`` / ``data.std``. Results go to ``out_dir`` (default ``<runs_dir>/eval-<name>-<time>``).
+    """
+    from selfsup.config import Config
+    from selfsup.data import open_data
+    from selfsup.run import normalization
+
+    cfg = cfg or Config()
+    model, meta, trained = load_any_backbone(backbone, weights, cfg.data.channels, cfg.seed, log)
+    channels = int(meta["spec"].get("in_channels", cfg.data.channels))
+    splits = open_data(data, channels=channels, max_bad_fraction=cfg.data.max_bad_fraction, seed=cfg.seed,
+                       holdout_fraction=cfg.data.holdout_fraction)
+    size = int(image_size or meta.get("image_size") or cfg.data.image_size)
+    if cfg.data.mean is not None and cfg.data.std is not None:
+        mean, std = cfg.data.mean, cfg.data.std
+    elif "normalization" in meta:
+        mean, std = meta["normalization"]["mean"], meta["normalization"]["std"]
+    else:
+        mean, std = normalization(cfg, splits.train)
+    name = meta["spec"]["name"]
+    if out_dir is None:
+        out_dir = Path(cfg.runs_dir) / f"eval-{name.replace(':', '-')}-{datetime.now():%Y%m%d-%H%M%S}"
+    run_info = {"method": meta.get("method"), "backbone": name, "seed": cfg.seed,
+                "evaluated_backbone": str(backbone), "weights": str(weights) if weights else None,
+                "trained": trained, "mean": list(mean), "std": list(std)}
+    settings = ProtocolSettings.from_eval_config(cfg.eval, cfg.seed)
+    log(f"evaluating {name} ({'trained weights' if trained else 'random init'}) on {data} at {size}x{size}, "
+        f"protocols {', '.join(settings.protocols)}; results in {out_dir}")
+    return evaluate_and_record(model, splits, out_dir, settings=settings, image_size=size, mean=mean, std=std,
+                               data_name=data, run_info=run_info, baselines=cfg.eval.baselines,
+                               batch_size=cfg.eval.batch_size, row="pretrained" if trained else "random_init",
+                               log=log)
+
+
+def eval_command(run=None, *, data=None, backbone=None, weights=None, out=None, protocols=None, image_size=None,
+                 overrides=()) -> dict:
+    """``selfsup eval``: a run directory, or ``--backbone`` (+ ``--weights``) on ``--data``.
+
+    ``overrides`` are ``key=value`` config overrides (``eval.knn_k=[1,5,10,20,50,100,200]``, ``seed=1``, ...)
+    applied to the run's config, or to the default config for ``--backbone``. ``protocols``: comma-separated
+    protocol names, or ``all``.
+    """
+    from selfsup.config import ConfigError, Config, apply_overrides, load_config, validate
+    from selfsup.eval.protocol import PROTOCOLS
+
+    overrides = list(overrides)
+    if protocols:
+        names = [p.strip() for p in protocols.split(",") if p.strip()]
+        names = list(PROTOCOLS) if names == ["all"] else names
+        overrides += [f"eval.protocols=[{','.join(names)}]", f"eval.linear={'true' if 'linear' in names else 'false'}"]
+    if run is not None:
+        if backbone is not None or weights is not None:
+            raise ConfigError("give either a run directory or --backbone/--weights, not both")
+        if image_size is not None or out is not None:
+            raise ConfigError("--image-size and --out are for --backbone: a run's backbone is evaluated at its "
+                              "training size, and its results go to RUN_DIR/results.json")
+        from selfsup.run import evaluate_run
+
+        run_dir = Path(run)
+        cfg = load_config(run_dir / "config.yaml")
+        if overrides:
+            cfg = validate(apply_overrides(cfg.model_dump(mode="json"), overrides), where="eval overrides")
+        return evaluate_run(run_dir, data=data, cfg=cfg)
+    if backbone is None:
+        if weights is None:
+            raise ConfigError("selfsup eval needs a run directory, or --backbone NAME_OR_FILE (and --data)")
+        backbone, weights = str(weights), None  # a selfsup backbone file given as --weights
+    if data is None:
+        raise ConfigError("--data is required with --backbone: a dataset name (selfsup list), image folder or .npz")
+    cfg = validate(apply_overrides(Config().model_dump(mode="json"), overrides), where="eval overrides")
+    return evaluate_any_backbone(backbone, data, weights=weights, out_dir=out, cfg=cfg, image_size=image_size)
