@@ -62,6 +62,7 @@ class TrainConfig(_Section):
     max_steps: int | None = Field(None, ge=1)  # hard stop (tests, debugging); also the schedule length if alone
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: bool = True
+    sync_batchnorm: bool | None = None  # under DDP; None: as the method asks (BYOL, SimSiam, SwAV, DINO do)
     deterministic: bool = False
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(200, ge=1)  # steps; a checkpoint is also written at the end and on SIGTERM

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from selfsup.config import Config, apply_overrides, load_config, save_config, validate
+from selfsup.config import Config, ConfigError, apply_overrides, load_config, save_config, validate
 from selfsup.engine.distributed import barrier, setup_distributed
 
 RESULTS_FILE = "results.json"
@@ -105,6 +105,10 @@ def train(cfg: Config, resume: str | Path | None = None, resume_overrides: list[
     seed_everything(cfg.seed)
     backbone = build_backbone(cfg.backbone.name, cfg.data.channels, **cfg.backbone.options)
     method = build_method(cfg.method, backbone, cfg.method_options)
+    if getattr(method, "needs_labels", False) and splits.train.labels is None:
+        raise ConfigError(f"config key 'method': '{cfg.method}' is supervised and needs labels, but "
+                          f"{cfg.data.source} has none: use class sub-folders or an npz with labels, or a "
+                          "self-supervised method")
     trainer = Trainer(cfg, run_dir, method, splits.train, mean, std, dist_info, log)
     if resume is not None and (run_dir / "checkpoints" / "last.pt").exists():
         trainer.load_checkpoint(run_dir)

@@ -44,7 +44,9 @@ class ViewDataset(Dataset):
                 view, p = make_view(image, crop, size, gen)
                 views.append(view)
                 params.append(p)
-        sample = {"views": views, "params": params, "index": index}
+        labels = getattr(self.source, "labels", None)
+        label = int(labels[index]) if labels is not None else -1  # supervised references (SupCon) only
+        sample = {"views": views, "params": params, "index": index, "label": label}
         if self.views.masks is not None:  # own generator per view (seed, epoch, index, view): crops unchanged
             sample["masks"] = draw_masks(self.views.masks, self.views.view_sizes(self.image_size), self.seed, epoch, index)
         return sample
@@ -63,7 +65,8 @@ class ViewCollate:
             batch = torch.stack([s["views"][v] for s in samples])
             params = torch.stack([s["params"][v] for s in samples])
             views.append((apply_photometric(batch, params) - self.mean) / self.std)
-        batch = {"views": views, "index": torch.tensor([s["index"] for s in samples])}
+        batch = {"views": views, "index": torch.tensor([s["index"] for s in samples]),
+                 "label": torch.tensor([s.get("label", -1) for s in samples])}
         if "masks" in samples[0]:
             batch["masks"] = {key: torch.stack([s["masks"][key] for s in samples]) for key in samples[0]["masks"]}
         return batch
