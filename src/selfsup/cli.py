@@ -1,4 +1,4 @@
-"""``selfsup train | eval | export | list | demo``."""
+"""``selfsup train | eval | compare | report | export | list | demo``."""
 from __future__ import annotations
 
 import argparse
@@ -45,6 +45,14 @@ def _compare(args) -> int:
     comparison = compare_runs(args.runs, args.out, strict=args.strict, baselines=not args.no_baselines)
     print(comparison.markdown(), end="")
     print(f"[selfsup] wrote compare.md, compare.csv and compare.html to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _report(args) -> int:
+    from selfsup.report import write_report
+
+    projections = [p.strip() for p in args.maps.split(",") if p.strip()] if args.maps else None
+    print(write_report(args.run, out=args.out, projections=projections))
     return 0
 
 
@@ -115,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="fail instead of warning when protocols differ")
     p.add_argument("--no-baselines", action="store_true", help="only the pretrained rows")
     p.set_defaults(func=_compare)
+
+    p = sub.add_parser("report", help="write RUN_DIR/report.html: curves, metrics, embedding map, retrieval, views")
+    p.add_argument("run", metavar="RUN_DIR", help="run directory")
+    p.add_argument("--maps", help="2-D embedding maps, comma-separated: pca,tsne,umap (default pca, plus umap "
+                   "when installed; t-SNE takes about a minute on a small CPU)")
+    p.add_argument("--out", help="output file (default RUN_DIR/report.html)")
+    p.set_defaults(func=_report)
 
     p = sub.add_parser("export", help="export a run's backbone for timm / torchvision")
     p.add_argument("run", help="run directory or backbone.safetensors")

@@ -92,6 +92,7 @@ class EvalConfig(_Section):
     lowlabel_fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [0.01, 0.1])
     baselines: bool = True
     batch_size: int = Field(256, ge=1)
+    report: bool = True  # write report.html at the end of the run (also: `selfsup report RUN_DIR`)
 
 
 class Config(_Section):

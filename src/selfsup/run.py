@@ -132,10 +132,24 @@ def train(cfg: Config, resume: str | Path | None = None, resume_overrides: list[
             f"{summary['images_per_s']:.0f} images/s; backbone saved to {run_dir / 'backbone.safetensors'}")
         if cfg.eval.enabled and splits.test is not None and splits.train.labels is not None:
             evaluate_run(run_dir, splits=splits)
+        if cfg.eval.report:
+            write_run_report(run_dir, splits)
     barrier()
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     return run_dir
+
+
+def write_run_report(run_dir: Path, splits=None) -> Path | None:
+    """``report.html`` for a finished run; a failure is logged as a warning and never fails the run."""
+    try:
+        from selfsup.report import write_report
+
+        return write_report(run_dir, splits=splits, log=log)
+    except Exception as error:  # the backbone and results are already saved: a report bug must not lose them
+        log(f"warning: could not write the run report: {type(error).__name__}: {error} "
+            f"(retry with `selfsup report {run_dir}`)")
+        return None
 
 
 def evaluate_run(run_dir: str | Path, data: str | None = None, splits=None, cfg: Config | None = None) -> dict:

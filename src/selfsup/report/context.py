@@ -1,0 +1,213 @@
+"""What the report reads from a run directory, loaded lazily and at most once.
+
+Every piece (config, metrics log, results, backbone, data, features) is loaded on first use by the section
+that needs it. A piece that cannot be had raises :class:`NotAvailable` with the reason, and keeps raising the
+same reason for every later section, so one missing file costs the sections that need it and nothing else.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+# The report's feature maps and the images it extracts features for stay this small whatever the data size:
+# large enough to show structure, small enough to add seconds, not minutes, to the end of a run.
+MAX_MAP_POINTS = 1000
+MAX_EXTRACTED_IMAGES = 5000
+
+
+class NotAvailable(Exception):
+    """A report section (or a piece it needs) cannot be shown; the message says why."""
+
+
+class RunContext:
+    """Lazy access to one run directory's files, data, backbone and features."""
+
+    def __init__(self, run_dir: str | Path, splits=None, device: str | None = None,
+                 log: Callable[[str], None] = print):
+        self.run_dir = Path(run_dir)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.log = log
+        self._memo: dict[str, Any] = {}
+        if splits is not None:
+            self._memo["splits"] = splits
+
+    def _once(self, key: str, load: Callable[[], Any]) -> Any:
+        """``load()`` the first time; afterwards its value, or the same NotAvailable it raised."""
+        if key not in self._memo:
+            try:
+                self._memo[key] = load()
+            except NotAvailable as reason:
+                self._memo[key] = reason
+            except Exception as error:  # unexpected: keep the type in the reason, it helps a bug report
+                self._memo[key] = NotAvailable(f"{type(error).__name__}: {error}")
+        value = self._memo[key]
+        if isinstance(value, NotAvailable):
+            raise value
+        return value
+
+    # -- files -------------------------------------------------------------------------------------------
+    def _json(self, name: str) -> dict:
+        path = self.run_dir / name
+        if not path.exists():
+            raise NotAvailable(f"{name} is not in the run directory")
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise NotAvailable(f"{name} is not valid JSON ({error})") from None
+
+    @property
+    def config(self):
+        def load():
+            from selfsup.config import load_config
+
+            if not (self.run_dir / "config.yaml").exists():
+                raise NotAvailable("config.yaml is not in the run directory")
+            return load_config(self.run_dir / "config.yaml")
+        return self._once("config", load)
+
+    @property
+    def results(self) -> dict:
+        """The ``results.json`` payload (rows -> metrics under ``results``)."""
+        def load():
+            payload = self._json("results.json")
+            if not payload.get("results"):
+                raise NotAvailable("results.json holds no results")
+            return payload
+        return self._once("results", load)
+
+    @property
+    def train_summary(self) -> dict:
+        return self._once("train_summary", lambda: self._json("train_summary.json"))
+
+    @property
+    def environment(self) -> dict:
+        return self._once("environment", lambda: self._json("env.json"))
+
+    @property
+    def metrics(self) -> list[dict]:
+        """``metrics.jsonl`` records sorted by step. A resumed run may log a step twice (the steps after its
+        last checkpoint are replayed): the later record wins. Unreadable lines (a run killed mid-write) are
+        skipped and counted in ``self.skipped_metric_lines``."""
+        def load():
+            path = self.run_dir / "metrics.jsonl"
+            if not path.exists():
+                raise NotAvailable("metrics.jsonl is not in the run directory")
+            by_step: dict[Any, dict] = {}
+            skipped = 0
+            for line in path.read_text().splitlines():
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    skipped += 1
+                    continue
+                if isinstance(record, dict) and isinstance(record.get("step"), (int, float)):
+                    by_step[record["step"]] = record
+                else:
+                    skipped += 1
+            self.skipped_metric_lines = skipped
+            if not by_step:
+                raise NotAvailable("metrics.jsonl holds no logged steps (a run shorter than train.log_every steps "
+                                   "logs none)")
+            return [by_step[step] for step in sorted(by_step)]
+        return self._once("metrics", load)
+
+    def metric_series(self, key: str) -> list[tuple[float, float]]:
+        """``[(step, value), ...]`` of one numeric metric, only where it was logged."""
+        return [(float(r["step"]), float(r[key])) for r in self.metrics
+                if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
+
+    def images_saved_by_run(self) -> list[Path]:
+        """PNG files the run wrote (MAE's reconstructions.png, ...), in the run directory or one level below."""
+        found = sorted(self.run_dir.glob("*.png")) + sorted(self.run_dir.glob("*/*.png"))
+        return [p for p in found if p.parent.name not in ("features", "checkpoints")]
+
+    # -- model and data ----------------------------------------------------------------------------------
+    @property
+    def backbone(self):
+        """The run's exported backbone (eval mode, CPU), with ``.meta`` (image size, normalisation)."""
+        def load():
+            from selfsup.export import load_backbone
+
+            if not (self.run_dir / "backbone.safetensors").exists():
+                raise NotAvailable("backbone.safetensors is not in the run directory (the run has not finished)")
+            return load_backbone(self.run_dir)
+        return self._once("backbone", load)
+
+    @property
+    def image_size(self) -> int:
+        try:
+            return int(self.backbone.meta["image_size"])
+        except NotAvailable:
+            return int(self.config.data.image_size)
+
+    @property
+    def normalization(self) -> tuple[list[float], list[float]]:
+        try:
+            norm = self.backbone.meta["normalization"]
+            return list(norm["mean"]), list(norm["std"])
+        except NotAvailable:
+            data = self.config.data
+            if data.mean is None or data.std is None:
+                raise NotAvailable("neither backbone.json nor config.yaml records the normalisation") from None
+            return list(data.mean), list(data.std)
+
+    @property
+    def splits(self):
+        def load():
+            from selfsup.data import open_data
+
+            cfg = self.config
+            try:
+                return open_data(cfg.data.source, channels=cfg.data.channels,
+                                 max_bad_fraction=cfg.data.max_bad_fraction, seed=cfg.seed,
+                                 holdout_fraction=cfg.data.holdout_fraction)
+            except Exception as error:
+                raise NotAvailable(f"cannot open the run's data '{cfg.data.source}': {error}") from None
+        return self._once("splits", load)
+
+    @property
+    def class_names(self) -> list[str] | None:
+        classes = getattr(self.splits.train, "classes", None)
+        return [str(c) for c in classes] if classes else None
+
+    def query_split(self):
+        """``(name, source)``: the labelled test split when there is one, else the training images."""
+        splits = self.splits
+        return ("test", splits.test) if splits.test is not None else ("train", splits.train)
+
+    def features(self, split: str) -> tuple[torch.Tensor, np.ndarray | None, np.ndarray]:
+        """``(features, labels or None, indices into the split)`` of the run's backbone on a split.
+
+        The evaluation's feature cache (``RUN_DIR/features``) is used whenever it holds the whole split, so at
+        the end of an evaluated run nothing is recomputed. Otherwise splits up to
+        :data:`MAX_EXTRACTED_IMAGES` are extracted whole (and cached), larger ones as an evenly spaced subset."""
+        def load():
+            from selfsup.data.sources import subset
+            from selfsup.eval.features import extract_features, feature_cache_key
+
+            source = getattr(self.splits, split)
+            if source is None or len(source) == 0:
+                raise NotAvailable(f"the data has no {split} split")
+            mean, std = self.normalization
+            transform = dict(image_size=self.image_size, mean=mean, std=std)
+            cache_dir = self.run_dir / "features"
+            indices = np.arange(len(source))
+            cached = (cache_dir / f"{feature_cache_key(self.backbone, source, **transform)}.pt").exists()
+            if len(source) > MAX_EXTRACTED_IMAGES and not cached:
+                indices = np.linspace(0, len(source) - 1, MAX_EXTRACTED_IMAGES).round().astype(np.int64)
+                source = subset(source, indices, f"{split}-report-subset")
+            features, labels = extract_features(self.backbone, source, batch_size=self.config.eval.batch_size,
+                                                device=self.device, cache_dir=cache_dir, **transform)
+            return features, (None if labels is None else labels.numpy()), indices
+        return self._once(f"features/{split}", load)
+
+
+def finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
