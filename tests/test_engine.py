@@ -22,6 +22,9 @@ TINY_METHOD = {
     "dino": ["method_options.out_dim=32", "method_options.hidden_dim=32", "method_options.bottleneck_dim=16",
              "method_options.num_local_crops=2", "method_options.local_size=8",
              "method_options.freeze_last_layer=0.2", "method_options.teacher_temperature_warmup=0.5"],
+    "ijepa": ["backbone.options={img_size: 16, embed_dim: 32, depth: 1, num_heads: 2, sincos_pos_embed: true, "
+              "class_token: false, global_pool: avg}", "method_options.predictor_dim=16",
+              "method_options.predictor_depth=1", "method_options.predictor_heads=2"],
 }
 TINY = [*TINY_HEADS, "backbone.options={widths: [8, 16, 16, 32], stem_stride: 1}", "train.budget=null", "train.progress=false", "train.log_every=1",
         "train.batch_size=32", "eval.enabled=false", "data.image_size=16"]

@@ -31,7 +31,13 @@ TINY_OPTIONS = {
     "nnclr": {"support_set_size": 64, "projector_hidden_dim": 32, "projector_out_dim": 16, "predictor_hidden_dim": 32},
     "rotnet": {},
     "supcon": {"projector_hidden_dim": 32, "projector_out_dim": 16},
+    "ijepa": {"predictor_dim": 16, "predictor_depth": 1, "predictor_heads": 2},
+    "lejepa": {"num_slices": 32, "projector_hidden_dim": 32, "num_local_crops": 2, "local_size": 8},
+    "ibot": {"out_dim": 32, "hidden_dim": 32, "bottleneck_dim": 16, "num_local_crops": 2, "local_size": 8,
+             "freeze_last_layer": 0.5},
 }
+# Methods that need token-level access (masks, token dropping) are tested on a tiny ViT (4 x 4 patches of 4 px).
+VIT_METHODS = {"ijepa", "ibot"}
 BATCH, SIZE = 8, 16
 
 
@@ -54,7 +60,10 @@ def make_batch(method, source, epoch=0):
 
 def build(name):
     torch.manual_seed(0)
-    backbone = build_backbone("small_resnet", 3, widths=[8, 8, 16, 16], stem_stride=1)
+    if name in VIT_METHODS:
+        backbone = build_backbone("vit_micro_cpu", 3, img_size=SIZE, embed_dim=32, depth=2, num_heads=2)
+    else:
+        backbone = build_backbone("small_resnet", 3, widths=[8, 8, 16, 16], stem_stride=1)
     return build_method(name, backbone, TINY_OPTIONS[name])
 
 

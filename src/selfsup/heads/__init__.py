@@ -1,6 +1,7 @@
-"""Heads: projector / predictor MLPs, the DINO head, SwAV prototypes."""
+"""Heads: projector / predictor MLPs, the DINO head, SwAV prototypes, the JEPA predictor."""
 from selfsup.heads.dino import DINOHead
+from selfsup.heads.jepa_predictor import JEPAPredictor
 from selfsup.heads.mlp import mlp
 from selfsup.heads.prototypes import Prototypes
 
-__all__ = ["DINOHead", "Prototypes", "mlp"]
+__all__ = ["DINOHead", "JEPAPredictor", "Prototypes", "mlp"]

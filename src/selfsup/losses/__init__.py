@@ -1,20 +1,28 @@
 """Pure loss functions, grouped by family; each declares its distributed semantics."""
 from selfsup.losses.clustering import sinkhorn_knopp, swav_loss
 from selfsup.losses.contrastive import info_nce, mochi_negatives, nt_xent, supcon
-from selfsup.losses.distillation import dino_loss, negative_cosine, update_center
+from selfsup.losses.distillation import dino_loss, masked_patch_distillation, negative_cosine, update_center
+from selfsup.losses.predictive import latent_prediction_loss, view_prediction_loss
 from selfsup.losses.redundancy import barlow_twins, mixed_barlow_regularizer, vicreg
+from selfsup.losses.sigreg import epps_pulley, sigreg, sigreg_directions
 
 __all__ = [
     "barlow_twins",
     "dino_loss",
+    "epps_pulley",
     "info_nce",
+    "latent_prediction_loss",
+    "masked_patch_distillation",
     "mixed_barlow_regularizer",
     "mochi_negatives",
     "negative_cosine",
     "nt_xent",
+    "sigreg",
+    "sigreg_directions",
     "sinkhorn_knopp",
     "supcon",
     "swav_loss",
     "update_center",
     "vicreg",
+    "view_prediction_loss",
 ]

@@ -1,8 +1,8 @@
-"""Self-distillation losses: a student predicts a teacher (SimSiam, BYOL, DINO).
+"""Self-distillation losses: a student predicts a teacher (SimSiam, BYOL, DINO, iBOT).
 
 Distributed semantics: the losses are means over this rank's samples, which DDP's gradient averaging turns into
-the global mean. DINO's centre is the one batch statistic: :func:`update_center` takes it over the global batch
-with an all_reduce (no autograd: the centre is a constant for the loss).
+the global mean. The centres of DINO and iBOT are the batch statistics: :func:`update_center` takes them over
+the global batch with an all_reduce (no autograd: a centre is a constant for the loss).
 """
 from __future__ import annotations
 
@@ -69,3 +69,32 @@ def update_center(center: torch.Tensor, teacher_logits: list[torch.Tensor], mome
     totals = all_reduce_sum(torch.cat([rows.sum(dim=0), rows.new_tensor([rows.shape[0]])]))
     batch_center = (totals[:-1] / totals[-1]).reshape(center.shape)
     return (center.float() * momentum + batch_center * (1 - momentum)).to(center.dtype)
+
+
+def masked_patch_distillation(student_patches: list[torch.Tensor], teacher_patches: list[torch.Tensor],
+                              masks: list[torch.Tensor], center: torch.Tensor, student_temp: float = 0.1,
+                              teacher_temp: float = 0.07) -> torch.Tensor:
+    """iBOT's masked image modelling loss (Zhou et al., "iBOT: Image BERT Pre-Training with Online Tokenizer",
+    ICLR 2022, eq. 2): self-distillation on patch tokens.
+
+    For each global view v, the student saw the view with some patches replaced by a mask token and the
+    teacher saw it intact; at every MASKED patch the student's ``log_softmax(s / student_temp)`` matches the
+    teacher's centred, sharpened ``softmax((t - center) / teacher_temp)`` by cross-entropy. Each image's loss is
+    the mean over its masked patches (an image without masked patches contributes 0), averaged over the batch
+    and then over the views. ``student_patches[v]`` and ``teacher_patches[v]`` are (B, N, K) logits of the same
+    view, ``masks[v]`` (B, N) bool; float32.
+
+    Distributed: a mean over this rank's images (DDP averaging makes it global); the patch centre is the one
+    batch statistic, updated over the global batch with :func:`update_center` (which flattens the patches).
+    """
+    if not (len(student_patches) == len(teacher_patches) == len(masks)) or not masks:
+        raise ValueError("masked_patch_distillation needs one student output, teacher output and mask per view")
+    center = center.detach().float().reshape(1, 1, -1)
+    total = None
+    for student, teacher, mask in zip(student_patches, teacher_patches, masks):
+        target = F.softmax((teacher.detach().float() - center) / teacher_temp, dim=-1)
+        per_patch = -(target * F.log_softmax(student.float() / student_temp, dim=-1)).sum(dim=-1)  # (B, N)
+        weight = mask.float()
+        per_image = (per_patch * weight).sum(dim=-1) / weight.sum(dim=-1).clamp(min=1.0)
+        total = per_image.mean() if total is None else total + per_image.mean()
+    return total / len(masks)

@@ -11,6 +11,9 @@ from selfsup.methods.base import StepOutput
 from selfsup.methods.barlow_twins import BarlowTwins
 from selfsup.methods.byol import BYOL
 from selfsup.methods.dino import DINO
+from selfsup.methods.ibot import IBOT
+from selfsup.methods.ijepa import IJEPA
+from selfsup.methods.lejepa import LeJEPA
 from selfsup.methods.moco_v2 import MoCoV2
 from selfsup.methods.moco_v3 import MoCoV3
 from selfsup.methods.nnclr import NNCLR
@@ -34,6 +37,9 @@ METHODS: dict[str, type[nn.Module]] = {
     "nnclr": NNCLR,
     "rotnet": RotNet,
     "supcon": SupCon,  # supervised reference: needs labels
+    "ijepa": IJEPA,
+    "lejepa": LeJEPA,
+    "ibot": IBOT,
 }
 
 
