@@ -22,6 +22,8 @@ TINY_METHOD = {
     "dino": ["method_options.out_dim=32", "method_options.hidden_dim=32", "method_options.bottleneck_dim=16",
              "method_options.num_local_crops=2", "method_options.local_size=8",
              "method_options.freeze_last_layer=0.2", "method_options.teacher_temperature_warmup=0.5"],
+    "mae": ["backbone.options={img_size: 16, embed_dim: 32, depth: 1, num_heads: 2, sincos_pos_embed: true}",
+            "method_options.decoder_dim=16", "method_options.decoder_depth=1", "method_options.decoder_heads=2"],
     "ijepa": ["backbone.options={img_size: 16, embed_dim: 32, depth: 1, num_heads: 2, sincos_pos_embed: true, "
               "class_token: false, global_pool: avg}", "method_options.predictor_dim=16",
               "method_options.predictor_depth=1", "method_options.predictor_heads=2"],

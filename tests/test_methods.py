@@ -35,9 +35,13 @@ TINY_OPTIONS = {
     "lejepa": {"num_slices": 32, "projector_hidden_dim": 32, "num_local_crops": 2, "local_size": 8},
     "ibot": {"out_dim": 32, "hidden_dim": 32, "bottleneck_dim": 16, "num_local_crops": 2, "local_size": 8,
              "freeze_last_layer": 0.5},
+    "mae": {"decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2},
+    "simmim": {"mask_patch_size": 8},  # on the small ResNet here (pixel-space masking); ViT: test_masked_methods.py
+    "cmae": {"decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2, "feature_decoder_depth": 1,
+             "projector_hidden_dim": 32, "projector_out_dim": 16},
 }
 # Methods that need token-level access (masks, token dropping) are tested on a tiny ViT (4 x 4 patches of 4 px).
-VIT_METHODS = {"ijepa", "ibot"}
+VIT_METHODS = {"ijepa", "ibot", "mae", "cmae"}
 BATCH, SIZE = 8, 16
 
 

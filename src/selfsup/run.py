@@ -130,6 +130,9 @@ def train(cfg: Config, resume: str | Path | None = None, resume_overrides: list[
                       extra={"method": cfg.method, "run": str(run_dir)})
         log(f"trained {summary['steps']} steps ({summary['epochs']:.2f} epochs) in {summary['wall_time_s']:.0f} s, "
             f"{summary['images_per_s']:.0f} images/s; backbone saved to {run_dir / 'backbone.safetensors'}")
+        from selfsup.artifacts import save_method_pictures  # methods with a `reconstruct` hook (MAE, SimMIM)
+
+        save_method_pictures(method, splits.test or splits.train, run_dir, cfg.data.image_size, mean, std, log)
         if cfg.eval.enabled and splits.test is not None and splits.train.labels is not None:
             evaluate_run(run_dir, splits=splits)
         if cfg.eval.report:

@@ -51,5 +51,10 @@ class SmallResNet(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map, (B, num_features, H / stride, W / stride), before pooling (SimMIM's decoder
+        reads it)."""
+        return self.stages(self.stem(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.stages(self.stem(x))).flatten(1)
+        return self.pool(self.forward_features(x)).flatten(1)

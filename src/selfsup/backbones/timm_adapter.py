@@ -16,5 +16,9 @@ class TimmBackbone(nn.Module):
         self.model = timm.create_model(model_name, pretrained=False, num_classes=0, in_chans=in_channels, **timm_kwargs)
         self.num_features = int(self.model.num_features)
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """timm's unpooled features: the last feature map (B, C, h, w) for ConvNets."""
+        return self.model.forward_features(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

@@ -34,5 +34,11 @@ class TorchvisionResNet(nn.Module):
         self.model = make_torchvision_resnet(arch, in_channels, cifar_stem)
         self.num_features = 2048 if arch in ("resnet50", "resnet101") else 512
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map (layer4's output), (B, num_features, h, w), before pooling."""
+        m = self.model
+        x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
+        return m.layer4(m.layer3(m.layer2(m.layer1(x))))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

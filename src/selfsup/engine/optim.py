@@ -44,12 +44,21 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
+# Parameters that are embeddings rather than weights: position embeddings and the class / register / mask
+# tokens of ViTs (and the MAE decoder's mask token). MAE, DeiT and DINO exempt them from weight decay, which
+# would otherwise pull positions and learned tokens towards zero for no benefit.
+NO_DECAY_NAMES = ("pos_embed", "cls_token", "reg_token", "mask_token")
+
+
 def param_groups(model: nn.Module, weight_decay: float, exclude_bias_and_norm: bool) -> list[dict]:
+    """A decayed group and (with ``exclude_bias_and_norm``) an exempt one: biases and norm parameters (every
+    parameter of at most one dimension) and the embeddings named in :data:`NO_DECAY_NAMES`."""
     decay, no_decay = [], []
-    for param in model.parameters():
+    for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        (no_decay if exclude_bias_and_norm and param.ndim <= 1 else decay).append(param)
+        exempt = param.ndim <= 1 or any(key in name.rsplit(".", 1)[-1] for key in NO_DECAY_NAMES)
+        (no_decay if exclude_bias_and_norm and exempt else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0, "lars_exclude": True})

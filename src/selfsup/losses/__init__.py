@@ -3,6 +3,7 @@ from selfsup.losses.clustering import sinkhorn_knopp, swav_loss
 from selfsup.losses.contrastive import info_nce, mochi_negatives, nt_xent, supcon
 from selfsup.losses.distillation import dino_loss, masked_patch_distillation, negative_cosine, update_center
 from selfsup.losses.predictive import latent_prediction_loss, view_prediction_loss
+from selfsup.losses.reconstruction import masked_patch_mse, masked_pixel_l1
 from selfsup.losses.redundancy import barlow_twins, mixed_barlow_regularizer, vicreg
 from selfsup.losses.sigreg import epps_pulley, sigreg, sigreg_directions
 
@@ -13,6 +14,8 @@ __all__ = [
     "info_nce",
     "latent_prediction_loss",
     "masked_patch_distillation",
+    "masked_patch_mse",
+    "masked_pixel_l1",
     "mixed_barlow_regularizer",
     "mochi_negatives",
     "negative_cosine",

@@ -10,15 +10,18 @@ from selfsup.config import ConfigError, _friendly
 from selfsup.methods.base import StepOutput
 from selfsup.methods.barlow_twins import BarlowTwins
 from selfsup.methods.byol import BYOL
+from selfsup.methods.cmae import CMAE
 from selfsup.methods.dino import DINO
 from selfsup.methods.ibot import IBOT
 from selfsup.methods.ijepa import IJEPA
 from selfsup.methods.lejepa import LeJEPA
+from selfsup.methods.mae import MAE
 from selfsup.methods.moco_v2 import MoCoV2
 from selfsup.methods.moco_v3 import MoCoV3
 from selfsup.methods.nnclr import NNCLR
 from selfsup.methods.rotnet import RotNet
 from selfsup.methods.simclr import SimCLR
+from selfsup.methods.simmim import SimMIM
 from selfsup.methods.simsiam import SimSiam
 from selfsup.methods.supcon import SupCon
 from selfsup.methods.swav import SwAV
@@ -40,6 +43,9 @@ METHODS: dict[str, type[nn.Module]] = {
     "ijepa": IJEPA,
     "lejepa": LeJEPA,
     "ibot": IBOT,
+    "mae": MAE,
+    "simmim": SimMIM,
+    "cmae": CMAE,
 }
 
 

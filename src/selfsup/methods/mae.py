@@ -1,0 +1,124 @@
+"""MAE: He, Chen, Xie, Li, Dollár, Girshick, "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022
+(arXiv:2111.06377).
+
+Hide most of the image, reconstruct it from the rest:
+
+1. masking: the data workers draw ``mask_ratio`` (75%) of the patches uniformly per sample (``RandomMask``)
+   and deliver the mask with the batch;
+2. encoding: only the visible patches enter the ViT (token dropping): no mask tokens in the encoder, which
+   is what makes it cheap (a quarter of the tokens) and keeps its input distribution the one it sees at
+   evaluation, minus the missing patches;
+3. decoding: a light transformer (:class:`~selfsup.heads.mae_decoder.MAEDecoder`) gets the encoded visible
+   tokens plus a mask token at every hidden position, with fixed 2-D sin-cos positions, and predicts each
+   patch's pixels;
+4. loss: mean squared error on the masked patches only, against per-patch normalized pixels
+   (:func:`~selfsup.losses.masked_patch_mse`).
+
+The augmentation is just a random resized crop and a flip: masking is the task. The exported backbone is the
+encoder; the decoder is thrown away. ``reconstruct`` shows what the model learnt on held-out images (the run
+saves it as ``reconstructions.png``).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from pydantic import BaseModel, ConfigDict, Field
+
+from selfsup.backbones.vit import patchify, unpatchify
+from selfsup.heads import MAEDecoder
+from selfsup.losses import masked_patch_mse
+from selfsup.methods.base import StepOutput
+from selfsup.views import CropSpec, MaskSpec, RandomMask, ViewSpec
+from selfsup.views.masks import draw_masks
+
+
+class MAEOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mask_ratio: float = Field(0.75, ge=0, lt=1)
+    decoder_dim: int = Field(512, ge=4)  # the paper's decoder: 8 blocks of width 512 (section 4, table 1)
+    decoder_depth: int = Field(8, ge=1)
+    decoder_heads: int = Field(16, ge=1)
+    normalize_target: bool = True  # per-patch normalized pixels (table 1c: better features)
+    crop_scale: tuple[float, float] = (0.2, 1.0)  # random resized crop, no colour jitter (appendix A.1)
+
+
+def require_vit(backbone: nn.Module, method: str) -> None:
+    """Token-level methods need a ViT: fail at build time with what to use instead."""
+    if not hasattr(backbone, "forward_tokens"):
+        name = getattr(backbone, "spec", {}).get("name", type(backbone).__name__)
+        raise ValueError(f"{method} needs a ViT backbone (vit_micro_cpu, vit_tiny_cpu or timm:vit_*), got "
+                         f"'{name}'; set backbone.name=vit_micro_cpu")
+
+
+def encode_visible(backbone: nn.Module, images: torch.Tensor, visible: torch.Tensor):
+    """The ViT on the ``visible`` (B, K) patches only: (tokens, prefix tokens (B, P, D) or None, patch grid)."""
+    tokens = backbone.forward_tokens(images, keep_indices=visible)
+    prefix = [t if t.ndim == 3 else t[:, None] for t in (tokens["cls"], tokens["registers"]) if t is not None]
+    grid = backbone.grid_for(images.shape[-2], images.shape[-1])
+    return tokens, (torch.cat(prefix, dim=1) if prefix else None), grid
+
+
+def plain_crop(scale: tuple[float, float], count: int = 1) -> CropSpec:
+    """Random resized crop and flip, no photometric change (MAE and SimMIM's only augmentation)."""
+    return CropSpec(count=count, scale=tuple(scale), jitter_p=0.0, grayscale_p=0.0)
+
+
+class MAE(nn.Module):
+    Options = MAEOptions
+
+    def __init__(self, backbone: nn.Module, options: MAEOptions):
+        super().__init__()
+        require_vit(backbone, "MAE")
+        self.options = options
+        self.backbone = backbone
+        self.patch_size = backbone.patch_size
+        channels = backbone.spec.get("in_channels", 3)
+        self.decoder = MAEDecoder(backbone.embed_dim, self.patch_size ** 2 * channels, backbone.grid_size,
+                                  options.decoder_dim, options.decoder_depth, options.decoder_heads)
+        self.views = ViewSpec(crops=(plain_crop(options.crop_scale),),
+                              masks=MaskSpec(RandomMask(options.mask_ratio), patch_size=self.patch_size, views=0))
+
+    def predict(self, images: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Encode the ``visible`` (B, K) patches of ``images`` only; decode every patch, (B, N, p * p * C)."""
+        tokens, prefix, grid = encode_visible(self.backbone, images, visible)
+        return self.decoder(tokens["patches"], visible, grid, prefix), tokens
+
+    def forward(self, batch: dict) -> StepOutput:
+        images, masks = batch["views"][0], batch["masks"]
+        pred, tokens = self.predict(images, masks["visible"])
+        loss = masked_patch_mse(pred, patchify(images, self.patch_size), masks["mask"],
+                                normalize_target=self.options.normalize_target)
+        with torch.no_grad():  # what the collapse monitor watches: pooled features of the visible patches
+            embeddings = self.backbone.pool(tokens)
+        return StepOutput(loss=loss, embeddings=embeddings)
+
+    @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor, seed: int = 0) -> dict[str, torch.Tensor]:
+        """Rows of a picture for (B, C, H, W) normalized images: input, masked input (hidden patches at 0, the
+        dataset mean) and reconstruction (visible patches pasted back over the predictions), all (B, C, H, W).
+
+        Masks come from the method's own strategy, seeded by (``seed``, image position). With normalized
+        targets the predictions are per-patch standardized pixels, which the model cannot un-standardize: they
+        are shown with each hidden patch's true mean and standard deviation borrowed from the input, so the
+        picture shows the predicted structure within a patch, not its brightness (the paper's figures use a
+        model trained on raw pixels instead: ``normalize_target=false``)."""
+        return mae_reconstruction(self, images, seed, self.options.normalize_target)
+
+
+def mae_reconstruction(method: nn.Module, images: torch.Tensor, seed: int, normalized: bool) -> dict[str, torch.Tensor]:
+    """:meth:`MAE.reconstruct` for any method with MAE's ``views``, ``predict`` and ``patch_size`` (CMAE too)."""
+    sizes = [images.shape[-1]] * method.views.num_views
+    drawn = [draw_masks(method.views.masks, sizes, seed, 0, i) for i in range(len(images))]
+    mask = torch.stack([d["mask"] for d in drawn]).to(images.device)
+    visible = torch.stack([d["visible"] for d in drawn]).to(images.device)
+    pred, _ = method.predict(images, visible)
+    target = patchify(images, method.patch_size)
+    pred = pred.float()
+    if normalized:
+        mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
+        pred = pred * (var + 1e-6).sqrt() + mean
+    hidden = mask.unsqueeze(-1)
+    grid = method.backbone.grid_for(images.shape[-2], images.shape[-1])
+    return {"input": images,
+            "masked": unpatchify(target.masked_fill(hidden, 0.0), method.patch_size, grid),
+            "reconstruction": unpatchify(torch.where(hidden, pred, target), method.patch_size, grid)}
