@@ -214,7 +214,9 @@ class Trainer:
                     self.state.batch_in_epoch += tc.accumulate
                     self.state.images_seen += tc.batch_size
                     self.state.elapsed = start_elapsed + time.perf_counter() - segment_start
-                    if self.state.step % tc.log_every == 0 or self.state.step == self.max_steps:
+                    preempted, done = self._should_stop(stop, start_elapsed, segment_start)
+                    # The last step is always logged, also when a budget or a signal ends the run.
+                    if self.state.step % tc.log_every == 0 or self.state.step == self.max_steps or done or preempted:
                         now = time.perf_counter()
                         rate = (self.state.images_seen - last_log_images) / max(1e-9, now - last_log_time)
                         last_log_time, last_log_images = now, self.state.images_seen
@@ -230,7 +232,6 @@ class Trainer:
                         bar.update(1) if self.total_steps else bar.update(round(self.state.elapsed - bar.n, 1))
                     if self.state.step % tc.checkpoint_every == 0:
                         self.save_checkpoint()
-                    preempted, done = self._should_stop(stop, start_elapsed, segment_start)
                     if done or preempted:
                         break
                 if done or preempted:
