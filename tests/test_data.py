@@ -464,3 +464,16 @@ def test_digits_generation_is_deterministic_and_parametrized():
     assert not np.array_equal(a["train_images"], c["train_images"])
     pickled = pickle.loads(pickle.dumps(open_data("digits").test))
     assert torch.equal(pickled.get_image(7), open_data("digits").test.get_image(7))
+
+
+def test_plain_digits_share_strokes_and_labels_with_the_textured_ones():
+    textured = make_digits.__wrapped__(n_train=120, n_test=40)
+    plain = make_digits.__wrapped__(n_train=120, n_test=40, style="plain")
+    for key in ("train_labels", "test_labels", "train_source_ids", "test_source_ids"):
+        assert np.array_equal(textured[key], plain[key]), key
+    images = plain["train_images"]
+    assert images.shape == (120, 3, 32, 32)
+    assert (images[:, 0] == images[:, 1]).all() and (images[:, 1] == images[:, 2]).all()  # gray
+    assert (images == 0).mean() > 0.5 and images.max() == 255  # white strokes on a black background
+    splits = open_data("digits-plain")
+    assert splits.train.name == "digits-plain/train" and len(splits.test) == 1000

@@ -184,8 +184,12 @@ def _source_split(targets: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarra
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-def _render(rng: np.random.Generator, shapes: np.ndarray, targets: np.ndarray, pool: np.ndarray, n: int):
-    """n balanced images from the source digits ``pool``: (images uint8 (n,3,S,S), labels, source ids)."""
+def _render(rng: np.random.Generator, shapes: np.ndarray, targets: np.ndarray, pool: np.ndarray, n: int,
+            style: str = "textured"):
+    """n balanced images from the source digits ``pool``: (images uint8 (n,3,S,S), labels, source ids).
+
+    ``style="plain"`` draws the same strokes at the same random geometry white on black (no colour, no
+    background): the easy variant, where short runs of every method learn (raw pixels do well on it too)."""
     labels = rng.permutation(np.arange(n) % 10)
     ids = np.empty(n, np.int64)
     for c in range(10):
@@ -193,6 +197,9 @@ def _render(rng: np.random.Generator, shapes: np.ndarray, targets: np.ndarray, p
         where = np.flatnonzero(labels == c)
         ids[where] = members[rng.integers(0, len(members), len(where))]
     mask = _render_masks(rng, shapes[ids])
+    if style == "plain":
+        images = mask.mul(255).round_().to(torch.uint8)[:, None].expand(-1, 3, -1, -1).numpy().copy()
+        return images, labels.astype(np.int64), ids
     if BACKGROUND_BANK:
         bank = _backgrounds(np.random.default_rng([DIGITS_SEED, 2]), BACKGROUND_BANK)
         bg = bank[torch.from_numpy(rng.integers(0, BACKGROUND_BANK, n))]
@@ -205,7 +212,8 @@ def _render(rng: np.random.Generator, shapes: np.ndarray, targets: np.ndarray, p
 
 
 @lru_cache(maxsize=4)
-def make_digits(n_train: int = 6000, n_test: int = 1000, seed: int = DIGITS_SEED) -> dict[str, np.ndarray]:
+def make_digits(n_train: int = 6000, n_test: int = 1000, seed: int = DIGITS_SEED,
+                style: str = "textured") -> dict[str, np.ndarray]:
     """Generate the arrays (cached per arguments; the returned arrays are read-only).
 
     Keys: ``train_images``/``test_images`` uint8 (N, 3, 32, 32), ``train_labels``/``test_labels`` int64,
@@ -215,7 +223,7 @@ def make_digits(n_train: int = 6000, n_test: int = 1000, seed: int = DIGITS_SEED
     train_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     out = {}
     for split, rng, pool, n in (("train", train_rng, train_pool, n_train), ("test", test_rng, test_pool, n_test)):
-        images, labels, ids = _render(rng, shapes, targets, pool, int(n))
+        images, labels, ids = _render(rng, shapes, targets, pool, int(n), style)
         out[f"{split}_images"], out[f"{split}_labels"], out[f"{split}_source_ids"] = images, labels, ids
     for array in out.values():
         array.setflags(write=False)
@@ -223,9 +231,10 @@ def make_digits(n_train: int = 6000, n_test: int = 1000, seed: int = DIGITS_SEED
 
 
 @lru_cache(maxsize=8)
-def _train_stats(n_train: int, n_test: int, seed: int, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _train_stats(n_train: int, n_test: int, seed: int, channels: int,
+                 style: str = "textured") -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Exact per-channel mean/std ([0, 1] units) of the train images, from 256-bin histograms."""
-    images = make_digits(n_train, n_test, seed)["train_images"]
+    images = make_digits(n_train, n_test, seed, style)["train_images"]
     if channels == 1:  # as ArraySource.get_image converts
         gray = np.tensordot(_LUMA, images.astype(np.float32), axes=(0, 1))
         images = np.clip(np.rint(gray), 0, 255).astype(np.uint8)[:, None]
@@ -239,19 +248,27 @@ def _train_stats(n_train: int, n_test: int, seed: int, channels: int) -> tuple[t
     return tuple(means), tuple(stds)
 
 
-def open_digits(channels: int = 3, n_train: int = 6000, n_test: int = 1000, seed: int = DIGITS_SEED) -> DataSplits:
+def open_digits(channels: int = 3, n_train: int = 6000, n_test: int = 1000, seed: int = DIGITS_SEED,
+                style: str = "textured") -> DataSplits:
     """The ``digits`` dataset as :class:`DataSplits` of two :class:`ArraySource` (10 classes, 32x32).
 
     ``channels`` 3 (RGB) or 1 (luminance). Both sources carry ``mean``/``std`` of the train split (per
-    channel, [0, 1] units) and ``source_ids`` (which ``load_digits()`` digit each image shows)."""
+    channel, [0, 1] units) and ``source_ids`` (which ``load_digits()`` digit each image shows).
+    ``style="plain"`` is ``digits-plain``: the same strokes and geometry, white on black."""
     if channels not in (1, 3):
         raise DataError(f"the digits dataset is RGB; channels (data.channels) must be 1 or 3, not {channels}")
-    arrays = make_digits(int(n_train), int(n_test), int(seed))
-    mean, std = _train_stats(int(n_train), int(n_test), int(seed), channels)
+    arrays = make_digits(int(n_train), int(n_test), int(seed), style)
+    mean, std = _train_stats(int(n_train), int(n_test), int(seed), channels, style)
+    name = "digits" if style == "textured" else f"digits-{style}"
     sources = {}
     for split in ("train", "test"):
         source = ArraySource(arrays[f"{split}_images"], channels=channels, labels=arrays[f"{split}_labels"],
-                             classes=CLASSES, name=f"digits/{split}", mean=mean, std=std)
+                             classes=CLASSES, name=f"{name}/{split}", mean=mean, std=std)
         source.source_ids = arrays[f"{split}_source_ids"]
         sources[split] = source
     return DataSplits(train=sources["train"], test=sources["test"])
+
+
+def open_plain_digits(channels: int = 3, **kwargs) -> DataSplits:
+    """``digits-plain``: the embedded digits drawn white on black (see :func:`open_digits`)."""
+    return open_digits(channels, style="plain", **kwargs)

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Callable
 
 from selfsup.data.arrays import open_npz
-from selfsup.data.digits import open_digits
+from selfsup.data.digits import open_digits, open_plain_digits
 from selfsup.data.folder import IMAGE_EXTENSIONS, open_folder
 from selfsup.data.sources import DataError, DataSplits
 
 # Embedded named datasets: name -> callable(channels=...) -> DataSplits (their own fixed train/test splits).
-DATASETS: dict[str, Callable[..., DataSplits]] = {"digits": open_digits}
+DATASETS: dict[str, Callable[..., DataSplits]] = {"digits": open_digits, "digits-plain": open_plain_digits}
 
 
 def _unknown(spec: str) -> DataError:
