@@ -41,11 +41,14 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     data = cifar10_folder()
-    for recipe in args.methods:
+    for position, recipe in enumerate(args.methods):
+        # Random-init and raw-pixel baselines are the same for every method (same backbone, seed and data):
+        # computed with the first method only.
+        baselines = "eval.baselines=true" if position == 0 else "eval.baselines=false"
         name = f"bench-methods-{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
         cmd = [sys.executable, "-m", "selfsup.cli", "train", recipe, f"data.source={data}", f"name={name}",
                "runs_dir=benchmarks/runs", "train.epochs=null", f"train.budget={args.budget}", "train.progress=false",
-               *SAME_FOR_ALL, *args.overrides]
+               *SAME_FOR_ALL, baselines, "eval.report=false", *args.overrides]
         start = time.perf_counter()
         code, peak = peak_rss_mib_of(cmd)
         wall = time.perf_counter() - start
