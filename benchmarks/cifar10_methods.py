@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import shlex
 import subprocess
 import sys
@@ -26,25 +26,25 @@ SAME_FOR_ALL = ["backbone.name=small_resnet", "backbone.options={widths: [16, 32
 
 
 def peak_rss_mib_of(cmd: list[str]) -> tuple[int, float]:
-    """Run ``cmd``; return (exit code, peak resident memory in MiB of it and its data workers)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    code = subprocess.run(cmd, cwd=ROOT).returncode
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # ru_maxrss of children is the largest single child so far: a new maximum is this run's peak.
-    return code, (after if after > before else float("nan")) / 1024
+    """Run ``cmd``; return (exit code, peak resident memory of its main process in MiB, from wait4)."""
+    proc = subprocess.Popen(cmd, cwd=ROOT)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss / 1024
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--budget", default="3m")
     parser.add_argument("--methods", nargs="*", default=RECIPES, help="recipe names")
+    parser.add_argument("--skip-baselines", action="store_true", help="an earlier row already holds them")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     data = cifar10_folder()
     for position, recipe in enumerate(args.methods):
         # Random-init and raw-pixel baselines are the same for every method (same backbone, seed and data):
         # computed with the first method only.
-        baselines = "eval.baselines=true" if position == 0 else "eval.baselines=false"
+        baselines = f"eval.baselines={str(position == 0 and not args.skip_baselines).lower()}"
         name = f"bench-methods-{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
         cmd = [sys.executable, "-m", "selfsup.cli", "train", recipe, f"data.source={data}", f"name={name}",
                "runs_dir=benchmarks/runs", "train.epochs=null", f"train.budget={args.budget}", "train.progress=false",

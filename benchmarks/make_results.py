@@ -64,6 +64,9 @@ def main() -> None:
         out += [f"## Every method, CIFAR-10, same backbone and CPU budget ({', '.join(budgets)})", "",
                 "`small_resnet` [16, 32, 64, 128] with a stride-1 stem, 32 px, batch 128, each method's own recipe "
                 "otherwise; SupCon uses the labels (the supervised reference).", "", *method_rows(methods), ""]
+        compared = RESULTS_DIR / "compare_methods.md"
+        if compared.exists():  # the same runs as `selfsup compare` tables them (see its command in the file)
+            out += ["The same runs, as `selfsup compare` tables them:", "", compared.read_text().strip(), ""]
     if other:
         out += ["## Other measurements", "", *other_rows(other), ""]
     (ROOT / "benchmarks" / "RESULTS.md").write_text("\n".join(out))
