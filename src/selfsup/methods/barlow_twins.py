@@ -20,8 +20,7 @@ from selfsup.engine.distributed import broadcast_from_main
 from selfsup.heads import mlp
 from selfsup.losses import barlow_twins, mixed_barlow_regularizer
 from selfsup.methods.base import StepOutput
-from selfsup.methods.common import simclr_crops
-from selfsup.views import ViewSpec
+from selfsup.methods.common import asymmetric_views
 
 
 class BarlowTwinsOptions(BaseModel):
@@ -45,9 +44,7 @@ class BarlowTwins(nn.Module):
         self.backbone = backbone
         dim = options.projector_dim
         self.projector = mlp(backbone.num_features, dim, dim, num_layers=3)
-        self.views = ViewSpec(crops=tuple(
-            simclr_crops(1, options.crop_scale, options.colour_strength, blur, solarize_p=solarize)
-            for blur, solarize in zip(options.blur_p, options.solarize_p)))
+        self.views = asymmetric_views(options.crop_scale, options.colour_strength, options.blur_p, options.solarize_p)
 
     def forward(self, batch: dict) -> StepOutput:
         view_a, view_b = batch["views"]

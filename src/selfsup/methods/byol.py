@@ -20,8 +20,7 @@ from selfsup.engine.ema import cosine_momentum, ema_update, frozen_copy
 from selfsup.heads import mlp
 from selfsup.losses import negative_cosine
 from selfsup.methods.base import StepOutput
-from selfsup.methods.common import simclr_crops
-from selfsup.views import ViewSpec
+from selfsup.methods.common import asymmetric_views
 
 
 class BYOLOptions(BaseModel):
@@ -50,9 +49,7 @@ class BYOL(nn.Module):
         self.target_backbone = frozen_copy(backbone)
         self.target_projector = frozen_copy(self.projector)
         self.momentum = options.momentum
-        self.views = ViewSpec(crops=tuple(
-            simclr_crops(1, options.crop_scale, options.colour_strength, blur, solarize_p=solarize)
-            for blur, solarize in zip(options.blur_p, options.solarize_p)))
+        self.views = asymmetric_views(options.crop_scale, options.colour_strength, options.blur_p, options.solarize_p)
 
     def on_step(self, progress: float) -> None:
         self.momentum = cosine_momentum(progress, self.options.momentum)

@@ -19,6 +19,13 @@ def simclr_crops(count: int = 2, scale=(0.08, 1.0), colour_strength: float = 0.5
                     saturation=0.8 * s, hue=0.2 * s, blur_p=blur_p, grayscale_p=grayscale_p, solarize_p=solarize_p)
 
 
+def asymmetric_views(scale, colour_strength: float, blur_p, solarize_p) -> ViewSpec:
+    """Two views with their own blur and solarize probabilities (BYOL, Grill et al., NeurIPS 2020, table 6:
+    view 1 always blurred, view 2 rarely blurred and sometimes solarized), the SimCLR recipe otherwise."""
+    return ViewSpec(crops=tuple(simclr_crops(1, scale, colour_strength, blur, solarize_p=solarize)
+                                for blur, solarize in zip(blur_p, solarize_p)))
+
+
 def multi_crop(global_crop: CropSpec, num_local: int, local_size: int, local_scale=(0.05, 0.4)) -> ViewSpec:
     """Multi-crop (SwAV, Caron et al., NeurIPS 2020, section 3.2): the global crops first, then ``num_local``
     small crops at ``local_size`` pixels with the global crops' photometric recipe."""

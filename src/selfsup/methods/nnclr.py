@@ -20,8 +20,7 @@ from selfsup.engine.queue import FeatureQueue
 from selfsup.heads import mlp
 from selfsup.losses import info_nce
 from selfsup.methods.base import StepOutput
-from selfsup.methods.common import simclr_crops
-from selfsup.views import ViewSpec
+from selfsup.methods.common import asymmetric_views
 
 
 class NNCLROptions(BaseModel):
@@ -49,9 +48,7 @@ class NNCLR(nn.Module):
                              last_batch_norm=True)
         self.predictor = mlp(dim, options.predictor_hidden_dim, dim)
         self.support_set = FeatureQueue(options.support_set_size, dim)
-        self.views = ViewSpec(crops=tuple(
-            simclr_crops(1, options.crop_scale, options.colour_strength, blur, solarize_p=solarize)
-            for blur, solarize in zip(options.blur_p, options.solarize_p)))
+        self.views = asymmetric_views(options.crop_scale, options.colour_strength, options.blur_p, options.solarize_p)
 
     def forward(self, batch: dict) -> StepOutput:
         projections = self.projector(self.backbone(torch.cat(batch["views"])))

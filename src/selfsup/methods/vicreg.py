@@ -17,8 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from selfsup.heads import mlp
 from selfsup.losses import vicreg
 from selfsup.methods.base import StepOutput
-from selfsup.methods.common import simclr_crops
-from selfsup.views import ViewSpec
+from selfsup.methods.common import asymmetric_views
 
 
 class VICRegOptions(BaseModel):
@@ -42,9 +41,7 @@ class VICReg(nn.Module):
         self.backbone = backbone
         dim = options.expander_dim
         self.expander = mlp(backbone.num_features, dim, dim, num_layers=3)
-        self.views = ViewSpec(crops=tuple(
-            simclr_crops(1, options.crop_scale, options.colour_strength, blur, solarize_p=solarize)
-            for blur, solarize in zip(options.blur_p, options.solarize_p)))
+        self.views = asymmetric_views(options.crop_scale, options.colour_strength, options.blur_p, options.solarize_p)
 
     def forward(self, batch: dict) -> StepOutput:
         z_a, z_b = self.expander(self.backbone(torch.cat(batch["views"]))).chunk(2)
