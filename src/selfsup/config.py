@@ -32,6 +32,12 @@ class DataConfig(_Section):
     max_bad_fraction: float = Field(0.1, ge=0.0, le=1.0)
     holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     num_workers: int = Field(2, ge=0)
+    # Where views are cropped, resized and coloured: "workers" (per sample, in the DataLoader workers), "device"
+    # (batched on the training device, selfsup.views.device; needs one image size: arrays, embedded sets,
+    # data.cache), "auto" (the faster of the two, measured at start). The same views either way.
+    augment: Literal["workers", "device", "auto"] = "workers"
+    cache: bool = False  # image folders: decode once into <runs_dir>/.cache, reused by later runs (selfsup.data.cache)
+    cache_size: int | None = Field(None, ge=8)  # side of the cached squares; None: round(1.25 * image_size)
     mean: list[float] | None = None  # per-channel normalisation; None = measured from the data
     std: list[float] | None = None
 
@@ -52,6 +58,7 @@ class OptimConfig(_Section):
     final_lr_fraction: float = Field(0.0, ge=0, le=1)  # cosine decays to lr * final_lr_fraction
     grad_clip: float | None = Field(None, gt=0)
     exclude_bias_and_norm: bool = True  # no weight decay (and no LARS adaptation) on biases and norm params
+    fused: bool | None = None  # AdamW/SGD kernel: True fused, False foreach; None: fused on CUDA, foreach on CPU
 
 
 class TrainConfig(_Section):
@@ -62,6 +69,7 @@ class TrainConfig(_Section):
     max_steps: int | None = Field(None, ge=1)  # hard stop (tests, debugging); also the schedule length if alone
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: bool = True
+    compile: bool = False  # torch.compile the backbone; falls back to eager, with a warning, where it fails
     sync_batchnorm: bool | None = None  # under DDP; None: as the method asks (BYOL, SimSiam, SwAV, DINO do)
     deterministic: bool = False
     log_every: int = Field(10, ge=1)
@@ -77,7 +85,8 @@ class TrainConfig(_Section):
         return value
 
 
-EvalProtocol = Literal["knn", "linear", "fewshot", "lowlabel", "retrieval", "kmeans", "diagnostics"]
+EvalProtocol = Literal["knn", "linear", "fewshot", "lowlabel", "retrieval", "kmeans", "diagnostics", "linear_sgd",
+                       "finetune"]
 
 
 class EvalConfig(_Section):
@@ -90,6 +99,15 @@ class EvalConfig(_Section):
     fewshot_shots: list[PositiveInt] = Field(default_factory=lambda: [1, 5, 10])
     fewshot_seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])  # fixed: same labels for every run
     lowlabel_fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [0.01, 0.1])
+    # Image protocols (selfsup.eval.finetune, selfsup.eval.linear_sgd); defaults as their settings classes'.
+    finetune_epochs: PositiveInt = 2
+    finetune_lr: float = Field(2e-3, gt=0)  # AdamW peak, batch 128
+    finetune_layer_decay: float = Field(0.75, gt=0, le=1)  # ViTs only; 1 = off
+    finetune_mixup: float = Field(0.0, ge=0)  # Beta(alpha, alpha); 0 = off
+    finetune_cutmix: float = Field(0.0, ge=0)  # Beta(alpha, alpha); 0 = off
+    finetune_label_smoothing: float = Field(0.1, ge=0, lt=1)
+    linear_sgd_epochs: PositiveInt = 4
+    linear_sgd_lr: float = Field(0.1, gt=0)  # SGD peak, batch 256
     baselines: bool = True
     batch_size: int = Field(256, ge=1)
     report: bool = True  # write report.html at the end of the run (also: `selfsup report RUN_DIR`)

@@ -29,7 +29,7 @@ __all__ = ["RunRecord", "load_run", "build_comparison", "Comparison", "compare_r
 
 # Protocol settings that say which values were computed, not how: they never make two values incomparable.
 _SCOPE_KEYS = {"knn": {"k"}, "fewshot": {"shots"}, "lowlabel": {"fractions"}, "retrieval": {"recall_at"}}
-_FAMILIES = (("knn_", "knn"), ("linear_", "linear"), ("fewshot_", "fewshot"), ("lowlabel_", "lowlabel"),
+_FAMILIES = (("knn_", "knn"), ("linear_sgd_", "linear_sgd"), ("linear_", "linear"), ("finetune_", "finetune"), ("fewshot_", "fewshot"), ("lowlabel_", "lowlabel"),
              ("retrieval_", "retrieval"), ("kmeans_", "kmeans"), ("effective_rank", "diagnostics"),
              ("normalized_std", "diagnostics"), ("alignment", "diagnostics"), ("uniformity", "diagnostics"))
 DESCRIPTIVE = ("run", "features", "method", "backbone", "data", "budget", "wall time (s)", "images/s")

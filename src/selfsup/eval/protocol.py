@@ -1,5 +1,6 @@
-"""The evaluation protocol (DESIGN.md): every protocol on one cached feature extraction per (backbone, split),
-always beside the random-init and raw-pixel baselines so a user sees what pre-training bought.
+"""The evaluation protocol (DESIGN.md): every feature protocol on one cached feature extraction per (backbone,
+split), the image protocols on the images themselves, always beside the random-init and raw-pixel baselines so
+a user sees what pre-training bought.
 
 Protocols, by name (``kNN`` and ``linear`` run by default; the others are opt-in because they cost more):
 
@@ -15,7 +16,15 @@ name             what                                                      metri
 ``kmeans``       k-means, k = classes, test split, :mod:`.clustering`      ``kmeans_nmi``, ``kmeans_ari``
 ``diagnostics``  RankMe, per-dimension std, alignment, uniformity (test)   ``effective_rank``, ``normalized_std``,
                                                                            ``alignment``, ``uniformity``
+``linear_sgd``   BN + linear by SGD on augmented images through the        ``linear_sgd_top1``
+                 frozen backbone (also on raw pixels), :mod:`.linear_sgd`
+``finetune``     every layer + a linear head, AdamW, layer-wise lr decay   ``finetune_top1``
+                 for ViTs, mixup/CutMix; not on raw pixels, :mod:`.finetune`
 ===============  ========================================================  =====================================
+
+The first seven are *feature protocols* (:data:`PROTOCOLS`): functions of cached features. ``linear_sgd`` and
+``finetune`` are *image protocols* (:data:`IMAGE_PROTOCOLS`): they need the backbone and the images, because
+their augmentation changes the features every epoch and fine-tuning changes the backbone itself.
 
 Results are a dict ``row -> metric -> value`` (rows: ``pretrained``, ``random_init``, ``raw_pixels``);
 :meth:`ProtocolSettings.record` describes the protocol for ``results.json`` so that runs evaluated
@@ -24,9 +33,10 @@ differently are never compared silently (see :mod:`selfsup.eval.compare`).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -35,8 +45,10 @@ from selfsup.eval.diagnostics import representation_diagnostics
 from selfsup.eval.features import extract_features, raw_pixel_features
 from selfsup.eval.fewshot import (DEFAULT_FEWSHOT_SEEDS, DEFAULT_LABEL_FRACTIONS, DEFAULT_SHOTS, fewshot_accuracy,
                                   fraction_name, lowlabel_accuracy)
+from selfsup.eval.finetune import FinetuneSettings, finetune
 from selfsup.eval.knn import knn_accuracy
 from selfsup.eval.linear import linear_probe
+from selfsup.eval.linear_sgd import LinearSGDSettings, linear_sgd
 from selfsup.eval.retrieval import DEFAULT_RECALL_AT, retrieval_metrics
 
 ROWS = {"pretrained": "pretrained", "random_init": "random-init", "raw_pixels": "raw pixels"}
@@ -58,11 +70,14 @@ class ProtocolSettings:
     # Fixed, like the few-shot seeds, so that every run of a comparison gets the same low-label subset,
     # k-means restarts and diagnostic samples: these numbers are then functions of the features alone.
     subset_seed: int = 0
+    finetune: FinetuneSettings = FinetuneSettings()
+    linear_sgd: LinearSGDSettings = LinearSGDSettings()
 
     def __post_init__(self):
-        unknown = [p for p in self.protocols if p not in PROTOCOLS]
+        known = {**PROTOCOLS, **IMAGE_PROTOCOLS}
+        unknown = [p for p in self.protocols if p not in known]
         if unknown:
-            raise ValueError(f"unknown evaluation protocol(s) {unknown}; known: {', '.join(PROTOCOLS)}")
+            raise ValueError(f"unknown evaluation protocol(s) {unknown}; known: {', '.join(known)}")
 
     @classmethod
     def from_eval_config(cls, eval_cfg, seed: int) -> "ProtocolSettings":
@@ -74,7 +89,8 @@ class ProtocolSettings:
                    fewshot_shots=tuple(getattr(eval_cfg, "fewshot_shots", DEFAULT_SHOTS)),
                    fewshot_seeds=tuple(getattr(eval_cfg, "fewshot_seeds", DEFAULT_FEWSHOT_SEEDS)),
                    lowlabel_fractions=tuple(getattr(eval_cfg, "lowlabel_fractions", DEFAULT_LABEL_FRACTIONS)),
-                   seed=seed)
+                   seed=seed, finetune=_prefixed_settings(eval_cfg, "finetune", FinetuneSettings),
+                   linear_sgd=_prefixed_settings(eval_cfg, "linear_sgd", LinearSGDSettings))
 
     def record(self) -> dict:
         """What results.json stores under ``protocol``: one entry per protocol that ran, with its settings."""
@@ -90,6 +106,12 @@ class ProtocolSettings:
                           "queries": "test", "database": "train"},
             "kmeans": {"k": "number of classes", "split": "test", "seed": self.subset_seed},
             "diagnostics": {"split": "test", "alignment_positives": "same-class pairs", "seed": self.subset_seed},
+            "linear_sgd": {**_as_json(self.linear_sgd), "optimizer": "SGD, cosine schedule",
+                           "classifier": "BatchNorm (no affine) + linear on frozen features",
+                           "augmentation": "random resized crop + horizontal flip", "seed": self.seed},
+            "finetune": {**_as_json(self.finetune), "optimizer": "AdamW, linear warm-up + cosine",
+                         "layer_decay_scope": "ViT backbones (others: one learning rate)",
+                         "augmentation": "random resized crop + horizontal flip", "seed": self.seed},
         }
         record = {name: described[name] for name in self.protocols}
         # Kept for results.json files written before the protocol list existed (kNN/linear always present).
@@ -98,6 +120,19 @@ class ProtocolSettings:
         record["protocols"] = list(self.protocols)
         record["seed"] = self.seed
         return record
+
+
+def _as_json(settings) -> dict:
+    """A settings dataclass as results.json stores it (tuples as lists, so a record equals its reloaded copy)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(settings).items()}
+
+
+def _prefixed_settings(eval_cfg, prefix: str, settings_type):
+    """``settings_type`` with every field ``x`` taken from ``eval_cfg.<prefix>_x`` when the config has that key
+    (``eval.finetune_lr`` -> ``FinetuneSettings.lr``), the dataclass default otherwise."""
+    values = {f.name: getattr(eval_cfg, f"{prefix}_{f.name}") for f in dataclasses.fields(settings_type)
+              if hasattr(eval_cfg, f"{prefix}_{f.name}")}
+    return settings_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 @dataclass(frozen=True)
@@ -161,6 +196,36 @@ PROTOCOLS: dict[str, Callable[[FeatureSplits, ProtocolSettings], dict]] = {
 }
 
 
+@dataclass(frozen=True)
+class ImageTask:
+    """What an image protocol trains and tests on: one row's backbone (None for the raw-pixel row) and the
+    labelled images with the evaluation transform's size and normalisation."""
+
+    backbone: torch.nn.Module | None
+    splits: Any  # DataSplits: labelled train and test sources
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    device: Any = "cpu"
+
+
+# Each image protocol: (task, settings) -> {metric: value}; {} where it does not apply to the row.
+
+def _linear_sgd(t: ImageTask, s: ProtocolSettings, log=None) -> dict:
+    return linear_sgd(t.backbone, t.splits, image_size=t.image_size, mean=t.mean, std=t.std, settings=s.linear_sgd,
+                      seed=s.seed, device=t.device, log=log)
+
+
+def _finetune(t: ImageTask, s: ProtocolSettings, log=None) -> dict:
+    if t.backbone is None:  # raw pixels have no layers to tune: the raw-pixel row goes without this metric
+        return {}
+    return finetune(t.backbone, t.splits, image_size=t.image_size, mean=t.mean, std=t.std, settings=s.finetune,
+                    seed=s.seed, device=t.device, log=log)
+
+
+IMAGE_PROTOCOLS: dict[str, Callable[..., dict]] = {"linear_sgd": _linear_sgd, "finetune": _finetune}
+
+
 def random_init_like(backbone: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """The same architecture with fresh random weights (the random-init baseline)."""
     from selfsup.backbones import backbone_from_spec
@@ -180,12 +245,27 @@ def score_features(train, train_labels, test, test_labels, *, settings: Protocol
         settings = _settings_from_keywords(**legacy)
     features = FeatureSplits(train, torch.as_tensor(train_labels).long(), test, torch.as_tensor(test_labels).long())
     scores = {}
-    for name in settings.protocols:
+    for name in _selected(settings, PROTOCOLS):
         start = time.perf_counter()
         scores.update(PROTOCOLS[name](features, settings))
         if log is not None and name not in DEFAULT_PROTOCOLS:
             log(f"  {name}: {time.perf_counter() - start:.1f} s")
     return scores
+
+
+def score_images(task: ImageTask, *, settings: ProtocolSettings, log: Callable[[str], None] | None = None) -> dict:
+    """Every image protocol of ``settings`` on one row (:class:`ImageTask`); ``{metric: value}``."""
+    scores = {}
+    for name in _selected(settings, IMAGE_PROTOCOLS):
+        start = time.perf_counter()
+        scores.update(IMAGE_PROTOCOLS[name](task, settings, log))
+        if log is not None:
+            log(f"  {name}: {time.perf_counter() - start:.1f} s")
+    return scores
+
+
+def _selected(settings: ProtocolSettings, registry: dict) -> list[str]:
+    return [name for name in settings.protocols if name in registry]
 
 
 def _settings_from_keywords(ks=(20, 200), temperature: float = 0.07, linear: bool = True, seed: int = 0,
@@ -194,6 +274,11 @@ def _settings_from_keywords(ks=(20, 200), temperature: float = 0.07, linear: boo
     if not linear:
         protocols = tuple(p for p in protocols if p != "linear")
     return ProtocolSettings(protocols=protocols, knn_k=tuple(ks), knn_temperature=temperature, seed=seed)
+
+
+def _features_of(model, source, kw: dict, extract: dict):
+    """(features, labels) of ``source``: the backbone's (cached), or the raw pixels for the raw-pixel row."""
+    return raw_pixel_features(source, **kw) if model is None else extract_features(model, source, **extract)
 
 
 def evaluate_backbone(backbone, splits, *, image_size: int, mean, std, ks=(20, 200), temperature: float = 0.07,
@@ -205,7 +290,9 @@ def evaluate_backbone(backbone, splits, *, image_size: int, mean, std, ks=(20, 2
     ``settings`` (a :class:`ProtocolSettings`) wins over ``ks`` / ``temperature`` / ``linear`` / ``seed`` /
     ``protocols``, which remain for the callers that only need kNN and the linear probe. ``row`` names the
     backbone's row; with ``row="random_init"`` (an untrained backbone) the random-init baseline is not added
-    twice.
+    twice. Feature protocols score features extracted once per row (cached in ``cache_dir``); image protocols
+    train on the images of every row on ``device`` (:class:`ImageTask`); a row gets only the metrics of the
+    protocols that apply to it (no ``finetune`` on raw pixels).
     """
     if splits.test is None or splits.train.labels is None:
         raise ValueError("evaluation needs labels: a labelled held-out split (class sub-folders, npz labels, or an "
@@ -218,26 +305,31 @@ def evaluate_backbone(backbone, splits, *, image_size: int, mean, std, ks=(20, 2
     candidates = {row: backbone}
     if baselines and row != "random_init":
         candidates["random_init"] = random_init_like(backbone, settings.seed)
+    if baselines:
+        candidates["raw_pixels"] = None
+    needs_features = bool(_selected(settings, PROTOCOLS))
     results = {}
     for name, model in candidates.items():
-        log(f"evaluating {ROWS.get(name, name)} features ...")
-        train, train_y = extract_features(model, splits.train, **extract)
-        test, test_y = extract_features(model, splits.test, **extract)
-        results[name] = score_features(train, train_y, test, test_y, settings=settings, log=log)
-    if baselines:
-        log("evaluating raw pixels ...")
-        train, train_y = raw_pixel_features(splits.train, **kw)
-        test, test_y = raw_pixel_features(splits.test, **kw)
-        results["raw_pixels"] = score_features(train, train_y, test, test_y, settings=settings, log=log)
+        log(f"evaluating {ROWS.get(name, name)}{' features' if model is not None else ''} ...")
+        scores = {}
+        if needs_features:
+            train, train_y = _features_of(model, splits.train, kw, extract)
+            test, test_y = _features_of(model, splits.test, kw, extract)
+            scores.update(score_features(train, train_y, test, test_y, settings=settings, log=log))
+        task = ImageTask(model, splits, int(image_size), tuple(mean), tuple(std), device)
+        scores.update(score_images(task, settings=settings, log=log))
+        results[name] = scores
     return results
 
 
 # ------------------------------------------------------------------------------------------------- display
 # Display order of the metric families; metrics of unknown families come last, alphabetically.
-_FAMILY_ORDER = ("knn_top1@", "linear_", "fewshot_", "lowlabel_", "retrieval_recall@", "retrieval_map",
-                 "kmeans_nmi", "kmeans_ari", "effective_rank", "normalized_std", "alignment", "uniformity")
+_FAMILY_ORDER = ("knn_top1@", "linear_", "linear_sgd_", "finetune_", "fewshot_", "lowlabel_", "retrieval_recall@",
+                 "retrieval_map", "kmeans_nmi", "kmeans_ari", "effective_rank", "normalized_std", "alignment",
+                 "uniformity")
 #: Keys of a results row that are chosen settings, not scores: kept in results.json, left out of tables.
-NOT_SCORES = frozenset({"linear_weight_decay"})
+#: (``finetune_layer_decay``: the decay actually applied, 1.0 for a backbone that is not a ViT.)
+NOT_SCORES = frozenset({"linear_weight_decay", "finetune_layer_decay"})
 #: Scores that are not fractions in [0, 1] (shown as plain numbers rather than percentages).
 PLAIN_NUMBERS = frozenset({"effective_rank", "normalized_std", "alignment", "uniformity"})
 
@@ -251,9 +343,11 @@ def _number_in(name: str) -> float:
 
 
 def metric_sort_key(name: str):
-    for i, prefix in enumerate(_FAMILY_ORDER):
-        if name.startswith(prefix):
-            return (i, _number_in(name[len(prefix):]), name)
+    # The longest matching prefix: "linear_sgd_top1" belongs to "linear_sgd_", not to "linear_".
+    matches = [(len(prefix), i, prefix) for i, prefix in enumerate(_FAMILY_ORDER) if name.startswith(prefix)]
+    if matches:
+        _, i, prefix = max(matches)
+        return (i, _number_in(name[len(prefix):]), name)
     return (len(_FAMILY_ORDER), 0.0, name)
 
 
@@ -298,6 +392,6 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["DEFAULT_PROTOCOLS", "PROTOCOLS", "ProtocolSettings", "FeatureSplits", "ROWS", "evaluate_backbone",
-           "score_features", "random_init_like", "format_table", "format_metric", "metric_label", "table_metrics",
-           "metric_sort_key", "NOT_SCORES", "PLAIN_NUMBERS"]
+__all__ = ["DEFAULT_PROTOCOLS", "PROTOCOLS", "IMAGE_PROTOCOLS", "ProtocolSettings", "FeatureSplits", "ImageTask",
+           "ROWS", "evaluate_backbone", "score_features", "score_images", "random_init_like", "format_table",
+           "format_metric", "metric_label", "table_metrics", "metric_sort_key", "NOT_SCORES", "PLAIN_NUMBERS"]

@@ -122,7 +122,7 @@ def results_table(ctx: RunContext) -> str:
     html = _table(["metric (%)"] + [ROWS.get(r, r) for r in rows], body, "results")
     settings = sorted({m for r in rows for m in results[r] if m in NOT_SCORES})
     if settings:  # chosen on a validation split, e.g. the linear probe's weight decay: a setting, not a score
-        html += '<p class="note">Chosen on the validation split: ' + "; ".join(
+        html += '<p class="note">Settings (the linear probe\'s weight decay is chosen on the validation split): ' + "; ".join(
             f"{escape(m)} " + ", ".join(f"{escape(ROWS.get(r, r))} {_value(results[r].get(m))}" for r in rows
                                        if m in results[r]) for m in settings) + "</p>"
     fractions = {metric_label(m): {ROWS.get(r, r): 100 * float(results[r][m]) for r in rows
