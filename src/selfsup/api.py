@@ -1,4 +1,5 @@
-"""The Python API, mirroring the CLI: ``selfsup.train``, ``selfsup.evaluate``, ``selfsup.load_backbone``."""
+"""The Python API, mirroring the CLI: ``selfsup.train``, ``selfsup.evaluate``, ``selfsup.bench``,
+``selfsup.load_backbone``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,6 +27,26 @@ def evaluate(run_dir: str | Path, data: str | None = None) -> dict:
     from selfsup import run
 
     return run.evaluate_run(run_dir, data=data)
+
+
+def bench(recipe: str | Path | None = None, overrides: list[str] | None = None, steps: int = 30, warmup: int = 5,
+          json_path: str | Path | None = None, peaks: dict | None = None, **sections: Any) -> dict:
+    """Measure a recipe's training pipeline (images/s, step-time split, peak memory, FLOPs, MFU); returns the
+    result that ``selfsup bench`` prints, and writes it to ``json_path`` when given.
+
+    ``selfsup.bench("demo", ["train.compile=true"], steps=20)``. ``peaks`` reuses an earlier result's matmul
+    peaks (its ``peak_flops_per_s`` and ``peak_matmul_size``) instead of measuring them again.
+    """
+    import json
+
+    from selfsup import throughput
+
+    result = throughput.bench(build_config(recipe, overrides, **sections), steps=steps, warmup=warmup, peaks=peaks,
+                              command=throughput.command_line(recipe, overrides, steps, warmup))
+    if json_path is not None:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 def load_backbone(path: str | Path, device: str = "cpu"):

@@ -1,4 +1,4 @@
-"""``selfsup train | eval | compare | report | export | list | demo``."""
+"""``selfsup train | eval | compare | report | export | bench | list | demo``."""
 from __future__ import annotations
 
 import argparse
@@ -61,6 +61,28 @@ def _export(args) -> int:
 
     path = export_backbone(args.run, args.format, Path(args.out) if args.out else None)
     print(path)
+    return 0
+
+
+def _bench(args) -> int:
+    from selfsup.api import bench
+    from selfsup.throughput import summary_table
+
+    overrides, recipe = list(args.overrides), args.recipe
+    if recipe and "=" in recipe:  # no recipe given, only overrides
+        recipe, overrides = None, [recipe] + overrides
+    peaks = None
+    if args.peaks_from:  # a fixed MFU denominator across runs: the matmul peaks of an earlier bench JSON
+        import json
+
+        earlier = json.loads(Path(args.peaks_from).read_text())
+        peaks = {"peak_flops_per_s": earlier["peak_flops_per_s"],
+                 "peak_matmul_size": earlier.get("peak_matmul_size", {})}
+    result = bench(recipe, overrides=overrides, steps=args.steps, warmup=args.warmup, json_path=args.json,
+                   peaks=peaks)
+    print(summary_table(result))
+    if args.json:
+        print(f"[selfsup] wrote {args.json}", file=sys.stderr)
     return 0
 
 
@@ -136,6 +158,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="safetensors", choices=["timm", "torchvision", "safetensors"])
     p.add_argument("--out", help="output file")
     p.set_defaults(func=_export)
+
+    p = sub.add_parser("bench", help="measure a recipe's training throughput, step-time split, memory and MFU",
+                       description="Run the recipe's real training pipeline for --warmup steps, then --steps measured "
+                       "steps, e.g. `selfsup bench demo train.compile=true --steps 50 --json bench.json`.")
+    p.add_argument("recipe", nargs="?", help="built-in recipe name or YAML path (see `selfsup list`)")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. train.precision=bf16 optim.fused=true")
+    p.add_argument("--steps", type=int, default=30, help="measured optimizer steps (default 30)")
+    p.add_argument("--warmup", type=int, default=5, help="unmeasured steps first: compilation, start-up (default 5)")
+    p.add_argument("--json", metavar="OUT.json", help="also write the full result (config, machine, split) as JSON")
+    p.add_argument("--peaks-from", metavar="BENCH.json",
+                   help="reuse the matmul peaks of an earlier bench result instead of measuring them (same MFU "
+                   "denominator across runs)")
+    p.set_defaults(func=_bench)
 
     p = sub.add_parser("list", help="methods, backbones, datasets and recipes")
     p.set_defaults(func=_list)

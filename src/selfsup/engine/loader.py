@@ -1,20 +1,36 @@
-"""Training data loading: a dataset of per-sample views and a resumable epoch sampler."""
+"""Training data loading: a dataset of per-sample views and a resumable epoch sampler.
+
+With ``augment="device"`` (``data.augment=device``) the dataset delivers each sample's uint8 image and its
+views' parameters (one row per view, :meth:`~selfsup.views.augment.ViewParams.row`) instead of the views, and
+the collate step stacks them; :mod:`selfsup.views.device` makes the views on the training device.
+"""
 from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
 from selfsup.views import ViewSpec, apply_photometric, make_view, sample_generator
+from selfsup.views.augment import draw_view_params
 from selfsup.views.masks import check_mask_spec, draw_masks
 
 
-class ViewDataset(Dataset):
-    """Delivers sample i's views (geometry done, photometry pending) as the method's ViewSpec asks."""
+def fixed_image_size(source) -> tuple[int, int] | None:
+    """(H, W) shared by every image of ``source``, or None when sizes may differ (image folders): batching raw
+    images, as ``data.augment=device`` does, needs one size."""
+    images = getattr(source, "images", None)
+    return tuple(images.shape[-2:]) if isinstance(images, np.ndarray) and images.ndim == 4 else None
 
-    def __init__(self, source, views: ViewSpec, image_size: int, seed: int):
+
+class ViewDataset(Dataset):
+    """Delivers sample i's views (geometry done, photometry pending) as the method's ViewSpec asks; with
+    ``augment="device"``, its image and the views' parameters (geometry and photometry both pending)."""
+
+    def __init__(self, source, views: ViewSpec, image_size: int, seed: int, augment: str = "workers"):
         self.source, self.views, self.image_size, self.seed = source, views, image_size, seed
+        self.augment = augment
         self.epoch = 0
         if views.masks is not None:
             check_mask_spec(views.masks, views.view_sizes(image_size))
@@ -41,32 +57,45 @@ class ViewDataset(Dataset):
         for crop in self.views.crops:
             size = crop.size or self.image_size
             for _ in range(crop.count):
-                view, p = make_view(image, crop, size, gen)
-                views.append(view)
-                params.append(p)
+                if self.augment == "device":  # the same generator calls as make_view, hence the same views
+                    params.append(draw_view_params(image.shape[-2], image.shape[-1], crop, gen).row())
+                else:
+                    view, p = make_view(image, crop, size, gen)
+                    views.append(view)
+                    params.append(p)
         labels = getattr(self.source, "labels", None)
         label = int(labels[index]) if labels is not None else -1  # supervised references (SupCon) only
-        sample = {"views": views, "params": params, "index": index, "label": label}
+        if self.augment == "device":
+            sample = {"image": image, "view_params": torch.tensor(params)}  # (views, 5 + NUM_PARAMS)
+        else:
+            sample = {"views": views, "params": params}
+        sample.update(index=index, label=label)
         if self.views.masks is not None:  # own generator per view (seed, epoch, index, view): crops unchanged
             sample["masks"] = draw_masks(self.views.masks, self.views.view_sizes(self.image_size), self.seed, epoch, index)
         return sample
 
 
 class ViewCollate:
-    """Stacks a batch and runs the batched photometric stage and normalisation (in the worker process)."""
+    """Stacks a batch and runs the batched photometric stage and normalisation (in the worker process); in
+    device mode it only stacks images and parameters (selfsup.views.device does the rest)."""
 
     def __init__(self, mean, std):
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
 
     def __call__(self, samples: list[dict]) -> dict:
-        views = []
-        for v in range(len(samples[0]["views"])):
-            batch = torch.stack([s["views"][v] for s in samples])
-            params = torch.stack([s["params"][v] for s in samples])
-            views.append((apply_photometric(batch, params) - self.mean) / self.std)
-        batch = {"views": views, "index": torch.tensor([s["index"] for s in samples]),
-                 "label": torch.tensor([s.get("label", -1) for s in samples])}
+        if "image" in samples[0]:  # device mode
+            batch = {"images": torch.stack([s["image"] for s in samples]),
+                     "view_params": torch.stack([s["view_params"] for s in samples])}
+        else:
+            views = []
+            for v in range(len(samples[0]["views"])):
+                stacked = torch.stack([s["views"][v] for s in samples])
+                params = torch.stack([s["params"][v] for s in samples])
+                views.append((apply_photometric(stacked, params) - self.mean) / self.std)
+            batch = {"views": views}
+        batch["index"] = torch.tensor([s["index"] for s in samples])
+        batch["label"] = torch.tensor([s.get("label", -1) for s in samples])
         if "masks" in samples[0]:
             batch["masks"] = {key: torch.stack([s["masks"][key] for s in samples]) for key in samples[0]["masks"]}
         return batch

@@ -5,6 +5,7 @@ checkpoints, logs and the collapse monitor; the method owns its views, heads and
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -24,10 +25,11 @@ from torch.utils.data import DataLoader
 from selfsup.config import Config, parse_duration
 from selfsup.engine import checkpoint as ckpt
 from selfsup.engine.distributed import all_reduce_max, all_reduce_mean, barrier
-from selfsup.engine.loader import EpochBatchSampler, ViewCollate, ViewDataset
+from selfsup.engine.loader import EpochBatchSampler, ViewCollate, ViewDataset, fixed_image_size
 from selfsup.engine.optim import base_lr, build_optimizer, lr_factor, set_lr
 from selfsup.engine.precision import autocast, resolve_precision
 from selfsup.eval.diagnostics import CollapseMonitor
+from selfsup.views.device import DeviceViews, seconds_per_batch
 
 
 class TrainingDiverged(RuntimeError):
@@ -72,6 +74,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def compile_backbone(backbone: torch.nn.Module) -> bool:
+    """``train.compile``: compile the backbone in place (its state-dict keys, hence checkpoints and exports, stay
+    as they are); False, with a warning, where torch.compile is unavailable on this machine."""
+    try:
+        backbone.compile()
+    except Exception as error:
+        warnings.warn(f"train.compile: torch.compile failed ({type(error).__name__}: {error}); training uncompiled",
+                      stacklevel=2)
+        return False
+    return True
+
+
 def _worker_init(worker_id: int) -> None:
     # Views draw from per-sample generators; keep stray global RNG use in workers distinct and seeded.
     info = torch.utils.data.get_worker_info()
@@ -92,20 +106,34 @@ class Trainer:
         self.device = dist_info.device
         self.precision = resolve_precision(tc.precision, self.device)
         self.channels_last = tc.channels_last and self.device.type in ("cpu", "cuda")
-        dataset = ViewDataset(train_source, model.views, cfg.data.image_size, cfg.seed)
-        self.sampler = EpochBatchSampler(len(dataset), self.micro_batch, cfg.seed, dist_info.rank, world)
-        workers = cfg.data.num_workers
-        self.loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=workers, collate_fn=ViewCollate(mean, std),
-                                 pin_memory=self.device.type == "cuda", worker_init_fn=_worker_init if workers else None,
-                                 persistent_workers=False, prefetch_factor=4 if workers else None)
+        if cfg.data.cache:  # an image folder decoded once into a memmap (selfsup.data.cache); the main rank builds it
+            from selfsup.data.cache import open_cached
+
+            train_source = open_cached(train_source, cfg.data.image_size, cfg.data.cache_size, cfg.runs_dir, log,
+                                       build=dist_info.is_main, wait=barrier)
+        self.sampler = EpochBatchSampler(len(train_source), self.micro_batch, cfg.seed, dist_info.rank, world)
+        self.device_views = DeviceViews(model.views, cfg.data.image_size, mean, std)  # data.augment=device
+
+        def make_loader(augment: str) -> DataLoader:
+            dataset = ViewDataset(train_source, model.views, cfg.data.image_size, cfg.seed, augment)
+            workers = cfg.data.num_workers
+            return DataLoader(dataset, batch_sampler=self.sampler, num_workers=workers,
+                              collate_fn=ViewCollate(mean, std), pin_memory=self.device.type == "cuda",
+                              worker_init_fn=_worker_init if workers else None, persistent_workers=False,
+                              prefetch_factor=4 if workers else None)
+
+        self.augment = self._choose_augment(cfg.data.augment, train_source, make_loader)
+        self.loader = make_loader(self.augment)
         self.method.to(self.device)
         if world > 1 and self._wants_sync_batchnorm(tc):
             self.method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
+        self.compiled = tc.compile and compile_backbone(self.method.backbone)  # True while it runs compiled
+        self._compile_tried = False  # torch.compile is lazy: the first forward is where compilers fail
         self.optimizer = build_optimizer(self.method, cfg.optim, tc.batch_size)
         self.base_lr = base_lr(cfg.optim, tc.batch_size)
-        self.batches_per_epoch = (len(dataset) // world) // self.micro_batch
+        self.batches_per_epoch = (len(train_source) // world) // self.micro_batch
         self.steps_per_epoch = max(1, self.batches_per_epoch // tc.accumulate)
         self.budget = parse_duration(tc.budget) if tc.budget else None
         if tc.epochs:
@@ -121,6 +149,36 @@ class Trainer:
         self.monitor = CollapseMonitor()
         self.model = (DistributedDataParallel(self.method, device_ids=[self.device.index] if self.device.type == "cuda" else None)
                       if world > 1 else self.method)
+
+    def _choose_augment(self, requested: str, source, make_loader) -> str:
+        """Where views are made: ``data.augment`` as asked, "workers" where the images differ in size (raw
+        images of a batch must stack), or for "auto" the path that delivers a batch's views faster, measured
+        on a few batches of each (:func:`selfsup.views.device.seconds_per_batch`)."""
+        if requested == "workers":
+            return "workers"
+        if fixed_image_size(source) is None:
+            self.log(f"data.augment={requested}: the images of {source.name} differ in size, so batches of raw "
+                     "images cannot be stacked; making views in the DataLoader workers instead (data.cache=true "
+                     "decodes an image folder once to one size)")
+            return "workers"
+        if requested == "device":
+            return "device"
+        sync = (lambda: torch.cuda.synchronize(self.device)) if self.device.type == "cuda" else (lambda: None)
+        rng = ckpt.rng_state()  # a DataLoader iterator draws its base seed from the global RNG: leave it as it was
+        seconds = {}
+        for mode in ("workers", "device"):
+            loader = make_loader(mode)
+            batches = itertools.chain.from_iterable(itertools.repeat(loader))  # epochs may be shorter than the test
+            seconds[mode] = seconds_per_batch(batches, self._to_device, count=4, sync=sync)
+            del batches  # stops this loader's workers before the next path is measured
+        ckpt.set_rng_state(rng)
+        # The mean over ranks, so that every rank makes the same choice.
+        workers_s, device_s = all_reduce_mean(torch.tensor(list(seconds.values()), device=self.device)).tolist()
+        choice = "device" if device_s < workers_s else "workers"
+        self.log(f"data.augment=auto: {workers_s * 1e3:.1f} ms per batch with views made in the workers, "
+                 f"{device_s * 1e3:.1f} ms with views made on {self.device} (data wait + augmentation, 4 batches "
+                 f"each); using {choice}")
+        return choice
 
     def _wants_sync_batchnorm(self, tc) -> bool:
         """train.sync_batchnorm, or (when unset) the method's own wish: methods whose loss reads batch
@@ -171,17 +229,21 @@ class Trainer:
         return bool(flags[0]), done
 
     def _to_device(self, batch: dict) -> dict:
-        views = [v.to(self.device, non_blocking=True) for v in batch["views"]]
-        if self.channels_last:
-            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-        def move(value):  # labels, indices, masks (a dict of tensors) follow the views
+        def move(value):  # views (or raw images and view parameters), labels, indices, masks (a dict of tensors)
             if isinstance(value, torch.Tensor):
                 return value.to(self.device, non_blocking=True)
             if isinstance(value, dict):
                 return {k: move(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [move(v) for v in value]
             return value
 
-        return {**{key: move(value) for key, value in batch.items()}, "views": views}
+        batch = {key: move(value) for key, value in batch.items()}
+        if "images" in batch:  # data.augment=device: the views are made here, a batch at a time
+            batch = self.device_views(batch)
+        if self.channels_last:
+            batch["views"] = [v.contiguous(memory_format=torch.channels_last) for v in batch["views"]]
+        return batch
 
     def fit(self) -> str:
         """Train until the schedule ends, the budget is spent or a stop signal arrives; return why it stopped."""
@@ -267,7 +329,7 @@ class Trainer:
             sync = nullcontext() if (i == len(micro_batches) - 1 or not hasattr(self.model, "no_sync")) else self.model.no_sync()
             with sync:
                 with autocast(self.precision, self.device):
-                    out = self.model(batch)
+                    out = self._forward(batch)
                 loss = out.loss.float()
                 finite = all_reduce_max(torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=loss.device))
                 if finite.item() > 0:
@@ -293,6 +355,20 @@ class Trainer:
             if warning and self.dist.is_main:
                 self.log(f"warning at step {self.state.step}: {warning}")
         return {"loss": float(all_reduce_mean(total_loss)), "metrics": metrics}
+
+    def _forward(self, batch: dict):
+        if not self.compiled or self._compile_tried:
+            return self.model(batch)
+        self._compile_tried = True
+        try:
+            return self.model(batch)
+        except Exception as error:  # a compiler that cannot run on this machine must not end the run
+            self.method.backbone._compiled_call_impl = None  # undoes nn.Module.compile
+            self.compiled = False
+            reason = next(iter(str(error).strip().splitlines()), "")
+            warnings.warn(f"train.compile: compiling the backbone failed ({type(error).__name__}: {reason}); "
+                          "training uncompiled", stacklevel=2)
+            return self.model(batch)
 
     def _progress_bar(self):
         if not (self.cfg.train.progress and self.dist.is_main):

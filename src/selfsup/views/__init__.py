@@ -1,9 +1,11 @@
-"""View specs, the two-stage view executor (per-sample geometry, batched photometry) and patch masks."""
-from selfsup.views.augment import apply_photometric, make_view, sample_generator
+"""View specs, the two-stage view executor (per-sample geometry, batched photometry), its batched device
+counterpart (selfsup.views.device) and patch masks."""
+from selfsup.views.augment import ViewParams, apply_photometric, draw_view_params, make_view, sample_generator
+from selfsup.views.device import DeviceViews
 from selfsup.views.masks import (MASK_STRATEGIES, BlockMask, MaskStrategy, MultiBlockMask, RandomMask,
                                  build_mask_strategy, register_mask_strategy)
 from selfsup.views.spec import CropSpec, MaskSpec, ViewSpec
 
-__all__ = ["MASK_STRATEGIES", "BlockMask", "CropSpec", "MaskSpec", "MaskStrategy", "MultiBlockMask", "RandomMask",
-           "ViewSpec", "apply_photometric", "build_mask_strategy", "make_view", "register_mask_strategy",
-           "sample_generator"]
+__all__ = ["MASK_STRATEGIES", "BlockMask", "CropSpec", "DeviceViews", "MaskSpec", "MaskStrategy", "MultiBlockMask",
+           "RandomMask", "ViewParams", "ViewSpec", "apply_photometric", "build_mask_strategy", "draw_view_params",
+           "make_view", "register_mask_strategy", "sample_generator"]

@@ -5,6 +5,9 @@ a generator seeded by (run seed, epoch, sample index), never from worker or proc
 and flip. The number of workers or ranks and a resume in the middle of an epoch do not change what the model
 sees (DESIGN.md, "Reproducibility").
 
+The same stage 1 also runs batched on the training device (``data.augment=device``, :mod:`selfsup.views.device`)
+from the same parameters: :func:`draw_view_params` is the one place that consumes a view's randomness.
+
 Stage 2 (:func:`apply_photometric`, per batch, in the collate step of the workers or on the accelerator):
 colour jitter, grayscale, blur and solarize with each sample's own parameters, vectorized over the batch.
 Per-sample torch calls on 32 px images cost ~10 us of dispatch each; batching them makes the colour stage
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import math
 import random
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +74,11 @@ def resized_crop(image: torch.Tensor, top: int, left: int, h: int, w: int, size:
 
 
 def photometric_params(spec: CropSpec, gen: random.Random) -> torch.Tensor:
+    return torch.tensor(photometric_values(spec, gen))
+
+
+def photometric_values(spec: CropSpec, gen: random.Random) -> list[float]:
+    """:func:`photometric_params` as a list (a tensor per view costs more than drawing the view's parameters)."""
     p = [0.0] * NUM_PARAMS
     p[P_JITTER] = float(gen.random() < spec.jitter_p)
     p[P_BRIGHT] = gen.uniform(max(0.0, 1 - spec.brightness), 1 + spec.brightness)
@@ -83,16 +92,43 @@ def photometric_params(spec: CropSpec, gen: random.Random) -> torch.Tensor:
     p[P_BLUR] = float(gen.random() < spec.blur_p)
     p[P_SIGMA] = gen.uniform(*spec.blur_sigma)
     p[P_SOLARIZE] = float(gen.random() < spec.solarize_p)
-    return torch.tensor(p)
+    return p
+
+
+class ViewParams(NamedTuple):
+    """Every random choice of one view: crop box (pixels of the source image), flip, photometric parameters."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    flip: bool
+    photometric: list[float]  # NUM_PARAMS values, columns P_*
+
+    def row(self) -> list[float]:
+        """top, left, height, width, flip, then the photometric parameters: a view's row in the parameter
+        tensor of the device path (:mod:`selfsup.views.device`)."""
+        return [self.top, self.left, self.height, self.width, float(self.flip), *self.photometric]
+
+
+def draw_view_params(height: int, width: int, spec: CropSpec, gen: random.Random) -> ViewParams:
+    """Draw one view's parameters for a (height, width) image from the sample's generator.
+
+    The single place where a view's randomness is consumed, in a fixed order (crop box, flip, photometry):
+    the per-sample path (:func:`make_view`) and the batched device path (:mod:`selfsup.views.device`) both
+    call it, so a sample gets the same view whichever path makes it."""
+    top, left, h, w = crop_box(height, width, spec.scale, spec.ratio, gen)
+    flip = gen.random() < spec.flip_p
+    return ViewParams(top, left, h, w, flip, photometric_values(spec, gen))
 
 
 def make_view(image: torch.Tensor, spec: CropSpec, size: int, gen: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
     """Stage 1: the cropped, resized, flipped float view (C, size, size) and its photometric parameters."""
-    top, left, h, w = crop_box(image.shape[-2], image.shape[-1], spec.scale, spec.ratio, gen)
-    view = resized_crop(image, top, left, h, w, size)
-    if gen.random() < spec.flip_p:
+    p = draw_view_params(image.shape[-2], image.shape[-1], spec, gen)
+    view = resized_crop(image, p.top, p.left, p.height, p.width, size)
+    if p.flip:
         view = view.flip(-1)
-    return view, photometric_params(spec, gen)
+    return view, torch.tensor(p.photometric)
 
 
 # -- stage 2: batched photometry ---------------------------------------------------------------------------------
