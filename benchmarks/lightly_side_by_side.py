@@ -75,8 +75,10 @@ def run_lightly(data: Path, args) -> dict:
 def run_selfsup(data: Path, args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out_json = Path(tmp) / "bench.json"
+        # A fixed runs_dir so that data.cache (if given) decodes once and later rounds reuse it.
         cmd = [sys.executable, "-m", "selfsup.cli", "bench", "demo", f"data.source={data}",
-               f"train.batch_size={args.batch_size}", f"runs_dir={tmp}", *PARITY_OVERRIDES, *args.overrides,
+               f"train.batch_size={args.batch_size}", f"runs_dir={ROOT / 'benchmarks' / 'runs'}", *PARITY_OVERRIDES,
+               *args.overrides,
                "--steps", str(args.steps), "--warmup", str(args.warmup), "--json", str(out_json)]
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         if out.returncode:

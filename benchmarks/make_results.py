@@ -57,6 +57,11 @@ def throughput_rows(row: dict) -> list[str]:
              f"{row['wall_time_s']:.0f} s in all; `{row['command']}`", "",
              "| variant | what | images/s | speed-up vs plain | MFU | waiting for data | peak memory (RSS) | runs |",
              "|---|---|---|---|---|---|---|---|"]
+    same = [(a["variant"], b["variant"]) for i, a in enumerate(row["variants"]) for b in row["variants"][i + 1:]
+            if a.get("settings") and a.get("settings") == b.get("settings")]
+    if same:  # honest noise floor: variants that ran the very same settings
+        lines[0] += " Variants with identical effective settings (" + "; ".join(f"{a} = {b}" for a, b in same) + \
+            ") show the run-to-run spread: differences of that size between other rows are not effects."
     for v in row["variants"]:
         if "error" in v:
             lines.append(f"| {v['variant']} | {v['what']} | failed: {v['error']} | | | | | |")
