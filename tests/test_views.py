@@ -140,3 +140,26 @@ def test_views_do_not_depend_on_worker_count():
             assert torch.equal(va, vb)
     # the two views of a sample differ
     assert not torch.equal(batches[0][0]["views"][0], batches[0][0]["views"][1])
+
+
+def test_data_hflip_defaults_to_the_data_and_reaches_every_view():
+    """digits declare that flips change their labels: no view of any crop group flips unless data.hflip=true;
+    arrays and folders keep the method's flips unless data.hflip=false."""
+    import numpy as np
+
+    from selfsup.config import build_config
+    from selfsup.data import open_data
+    from selfsup.data.sources import ArraySource
+    from selfsup.run import build_run_method
+
+    digits = open_data("digits-plain").train
+    arrays = ArraySource(np.zeros((4, 3, 8, 8), np.uint8), channels=3)
+
+    def flips(recipe, source, *overrides):
+        cfg = build_config(recipe, ["train.max_steps=1", *overrides])
+        return {crop.flip_p for crop in build_run_method(cfg, source).views.crops}
+
+    assert flips("dino", digits) == {0.0}  # multi-crop: both crop groups
+    assert flips("demo", digits, "data.hflip=true") == {0.5}
+    assert flips("demo", arrays) == {0.5}
+    assert flips("demo", arrays, "data.hflip=false") == {0.0}

@@ -32,6 +32,9 @@ class DataConfig(_Section):
     max_bad_fraction: float = Field(0.1, ge=0.0, le=1.0)
     holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     num_workers: int = Field(2, ge=0)
+    # Horizontal flips in every view. None: the data's own default (False for the embedded digits, whose mirror
+    # images are other glyphs; True for folders and arrays). Set False for text, digits, or oriented medical images.
+    hflip: bool | None = None
     # Where views are cropped, resized and coloured: "workers" (per sample, in the DataLoader workers), "device"
     # (batched on the training device, selfsup.views.device; needs one image size: arrays, embedded sets,
     # data.cache), "auto" (the faster of the two, measured at start). The same views either way.

@@ -66,13 +66,35 @@ def normalization(cfg: Config, source) -> tuple[list[float], list[float]]:
     return [float(v) for v in mean], [float(v) for v in std]
 
 
+def build_run_method(cfg: Config, train_source):
+    """The seeded backbone and method of a run, checked against its data, as ``train`` and ``bench`` build them.
+
+    ``data.hflip`` (None: the data's own ``flips_preserve_labels``, True when it does not say) turns horizontal
+    flips off in every view of the method."""
+    from selfsup.backbones import build_backbone
+    from selfsup.engine.trainer import seed_everything
+    from selfsup.methods import build_method
+    from selfsup.views.spec import without_flips
+
+    seed_everything(cfg.seed)
+    backbone = build_backbone(cfg.backbone.name, cfg.data.channels, **cfg.backbone.options)
+    method = build_method(cfg.method, backbone, cfg.method_options)
+    if getattr(method, "needs_labels", False) and train_source.labels is None:
+        raise ConfigError(f"config key 'method': '{cfg.method}' is supervised and needs labels, but "
+                          f"{cfg.data.source} has none: use class sub-folders or an npz with labels, or a "
+                          "self-supervised method")
+    flips = cfg.data.hflip if cfg.data.hflip is not None else getattr(train_source, "flips_preserve_labels", True)
+    if not flips:
+        method.views = without_flips(method.views)
+    return method
+
+
 def train(cfg: Config, resume: str | Path | None = None, resume_overrides: list[str] | None = None) -> Path:
     """Pretrain, export the backbone and (when labels exist) evaluate; returns the run directory."""
-    from selfsup.backbones import build_backbone
     from selfsup.data import open_data, write_bad_files
-    from selfsup.engine.trainer import Trainer, seed_everything
+    from selfsup.engine.trainer import Trainer
     from selfsup.export import save_backbone
-    from selfsup.methods import build_method, validate_method_options
+    from selfsup.methods import validate_method_options
 
     if resume is not None:
         run_dir = Path(resume)
@@ -102,13 +124,7 @@ def train(cfg: Config, resume: str | Path | None = None, resume_overrides: list[
     mean, std = normalization(cfg, splits.train)
     cfg.data.mean, cfg.data.std = mean, std
 
-    seed_everything(cfg.seed)
-    backbone = build_backbone(cfg.backbone.name, cfg.data.channels, **cfg.backbone.options)
-    method = build_method(cfg.method, backbone, cfg.method_options)
-    if getattr(method, "needs_labels", False) and splits.train.labels is None:
-        raise ConfigError(f"config key 'method': '{cfg.method}' is supervised and needs labels, but "
-                          f"{cfg.data.source} has none: use class sub-folders or an npz with labels, or a "
-                          "self-supervised method")
+    method = build_run_method(cfg, splits.train)
     trainer = Trainer(cfg, run_dir, method, splits.train, mean, std, dist_info, log)
     if resume is not None and (run_dir / "checkpoints" / "last.pt").exists():
         trainer.load_checkpoint(run_dir)

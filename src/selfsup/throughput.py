@@ -30,9 +30,9 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from selfsup.config import Config, ConfigError
+from selfsup.config import Config
 from selfsup.engine.distributed import setup_distributed
-from selfsup.engine.trainer import Trainer, seed_everything
+from selfsup.engine.trainer import Trainer
 from selfsup.run import environment, log, normalization
 
 SCHEMA = "selfsup.bench/1"
@@ -117,9 +117,9 @@ def bench(cfg: Config, steps: int = 30, warmup: int = 5, peaks: dict | None = No
 def build_trainer(cfg: Config, dist_info) -> Trainer:
     """The Trainer as ``selfsup train`` assembles it (selfsup.run.train), minus the run directory: the bench
     never checkpoints, logs metrics or exports, so nothing is written."""
-    from selfsup.backbones import build_backbone
     from selfsup.data import open_data
-    from selfsup.methods import build_method, validate_method_options
+    from selfsup.methods import validate_method_options
+    from selfsup.run import build_run_method
 
     validate_method_options(cfg.method, cfg.method_options)
     if cfg.train.deterministic:
@@ -127,12 +127,7 @@ def build_trainer(cfg: Config, dist_info) -> Trainer:
     splits = open_data(cfg.data.source, channels=cfg.data.channels, max_bad_fraction=cfg.data.max_bad_fraction,
                        seed=cfg.seed, holdout_fraction=cfg.data.holdout_fraction)
     cfg.data.mean, cfg.data.std = normalization(cfg, splits.train)
-    seed_everything(cfg.seed)
-    backbone = build_backbone(cfg.backbone.name, cfg.data.channels, **cfg.backbone.options)
-    method = build_method(cfg.method, backbone, cfg.method_options)
-    if getattr(method, "needs_labels", False) and splits.train.labels is None:
-        raise ConfigError(f"config key 'method': '{cfg.method}' is supervised and needs labels, but "
-                          f"{cfg.data.source} has none")
+    method = build_run_method(cfg, splits.train)
     return Trainer(cfg, Path(cfg.runs_dir), method, splits.train, cfg.data.mean, cfg.data.std, dist_info, log)
 
 

@@ -265,6 +265,7 @@ def open_digits(channels: int = 3, n_train: int = 6000, n_test: int = 1000, seed
         source = ArraySource(arrays[f"{split}_images"], channels=channels, labels=arrays[f"{split}_labels"],
                              classes=CLASSES, name=f"{name}/{split}", mean=mean, std=std)
         source.source_ids = arrays[f"{split}_source_ids"]
+        source.flips_preserve_labels = False  # a mirrored 2, 3, 7 or 9 is not that digit (data.hflip's default)
         sources[split] = source
     return DataSplits(train=sources["train"], test=sources["test"])
 

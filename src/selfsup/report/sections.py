@@ -251,16 +251,14 @@ def _visible_patches(masks: dict, sample: int, position: int | None, num_patches
 def augmented_views(ctx: RunContext, samples: int = 4) -> str:
     """The first training samples of epoch 0 through the method's own ViewSpec (views are seeded by run seed,
     epoch and sample index, so these are exactly the views the method trained on at its first step)."""
-    from selfsup.backbones import build_backbone
     from selfsup.engine.loader import EpochBatchSampler, ViewCollate, ViewDataset
-    from selfsup.methods import build_method
+    from selfsup.run import build_run_method
 
     cfg = ctx.config
     mean, std = ctx.normalization
     train = ctx.splits.train
     with torch.random.fork_rng(devices=[]):  # building a method draws initial weights; leave the caller's RNG
-        method = build_method(cfg.method, build_backbone(cfg.backbone.name, cfg.data.channels,
-                                                         **cfg.backbone.options), cfg.method_options)
+        method = build_run_method(cfg, train)  # as the run built it: same views, data.hflip included
     spec = method.views
     dataset = ViewDataset(train, spec, cfg.data.image_size, cfg.seed)
     # The sample order of epoch 0 depends on (seed, epoch) only, so batches of one give its first samples.

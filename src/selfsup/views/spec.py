@@ -59,3 +59,10 @@ class ViewSpec:
     def view_sizes(self, image_size: int) -> list[int]:
         """The side in pixels of every view, in the order of ``batch["views"]``."""
         return [crop.size or image_size for crop in self.crops for _ in range(crop.count)]
+
+
+def without_flips(views: ViewSpec) -> ViewSpec:
+    """The same views with horizontal flips turned off in every crop group (``data.hflip: false``)."""
+    from dataclasses import replace
+
+    return replace(views, crops=tuple(replace(crop, flip_p=0.0) for crop in views.crops))
