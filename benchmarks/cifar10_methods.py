@@ -2,6 +2,7 @@
 on the test split, images/s and peak memory per method.
 
     .venv/bin/python benchmarks/cifar10_methods.py [--budget 3m] [--methods moco-v2 byol ...] [key=value ...]
+    .venv/bin/python benchmarks/cifar10_methods.py --vit [--budget 3m] [--methods mae ijepa ...]   # ViT table
 
 Each method trains from its own recipe with the backbone, image size and batch size overridden to the same
 values (the CPU CIFAR backbone of simclr-cifar-cpu). Writes benchmarks/results/cifar10_methods_<recipe>.json
@@ -21,6 +22,10 @@ from common import ROOT, cifar10_folder, write_row
 
 RECIPES = ["demo", "moco-v2", "moco-v3", "byol", "simsiam", "barlow-twins", "vicreg", "swav", "dino", "nnclr",
            "rotnet", "supcon"]
+VIT_RECIPES = ["mae", "simmim", "ijepa", "lejepa", "ibot", "cmae", "moco-v3"]
+# The masked and predictive methods (and MoCo v3 as the joint-embedding reference) on one CPU-sized ViT.
+SAME_FOR_VIT = ["backbone.name=vit_micro_cpu", "backbone.options={}", "data.image_size=32", "train.batch_size=128",
+                "data.num_workers=1", "eval.linear=false"]
 SAME_FOR_ALL = ["backbone.name=small_resnet", "backbone.options={widths: [16, 32, 64, 128], stem_stride: 1}",
                 "data.image_size=32", "train.batch_size=128", "data.num_workers=1", "eval.linear=false"]
 
@@ -36,11 +41,15 @@ def peak_rss_mib_of(cmd: list[str]) -> tuple[int, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--budget", default="3m")
-    parser.add_argument("--methods", nargs="*", default=RECIPES, help="recipe names")
+    parser.add_argument("--methods", nargs="*", default=None, help="recipe names")
+    parser.add_argument("--vit", action="store_true", help="the ViT table: masked/predictive methods on vit_micro_cpu")
     parser.add_argument("--skip-baselines", action="store_true", help="an earlier row already holds them")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     data = cifar10_folder()
+    args.methods = args.methods or (VIT_RECIPES if args.vit else RECIPES)
+    same = SAME_FOR_VIT if args.vit else SAME_FOR_ALL
+    suffix = "_vit" if args.vit else ""
     for position, recipe in enumerate(args.methods):
         # Random-init and raw-pixel baselines are the same for every method (same backbone, seed and data):
         # computed with the first method only.
@@ -48,7 +57,7 @@ def main() -> None:
         name = f"bench-methods-{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
         cmd = [sys.executable, "-m", "selfsup.cli", "train", recipe, f"data.source={data}", f"name={name}",
                "runs_dir=benchmarks/runs", "train.epochs=null", f"train.budget={args.budget}", "train.progress=false",
-               *SAME_FOR_ALL, baselines, "eval.report=false", *args.overrides]
+               *same, baselines, "eval.report=false", *args.overrides]
         start = time.perf_counter()
         code, peak = peak_rss_mib_of(cmd)
         wall = time.perf_counter() - start
@@ -56,7 +65,8 @@ def main() -> None:
             print(f"{recipe}: failed with exit code {code}", file=sys.stderr)
             continue
         results = json.loads((ROOT / "benchmarks" / "runs" / name / "results.json").read_text())
-        shown = " ".join(["benchmarks/cifar10_methods.py", f"--budget {args.budget}", f"--methods {recipe}",
+        shown = " ".join(["benchmarks/cifar10_methods.py", *(["--vit"] if args.vit else []), f"--budget {args.budget}",
+                          f"--methods {recipe}",
                           *map(shlex.quote, args.overrides)])
         row = {
             "benchmark": "cifar10_methods", "title": f"{results['run']['method']}, CIFAR-10, {args.budget} CPU budget",
@@ -66,7 +76,7 @@ def main() -> None:
             "epochs": round(results["run"]["epochs"], 2), "images_per_s": results["run"]["images_per_s"],
             "peak_memory_mib": round(peak), "results": results["results"], "protocol": results["protocol"],
         }
-        print(write_row(f"cifar10_methods_{recipe}", row))
+        print(write_row(f"cifar10_methods_{recipe}{suffix}", row))
 
 
 if __name__ == "__main__":

@@ -99,14 +99,21 @@ def main() -> None:
            "random-init = same architecture untrained; raw pixels = the normalized image as a vector.", ""]
     if ssl:
         out += ["## Pre-training under a CPU budget", "", *ssl_rows(ssl), ""]
-    if methods:
-        budgets = sorted({r["budget"] for r in methods})
+    resnet_methods = [r for r in methods if r["backbone"] != "vit_micro_cpu"]
+    vit_methods = [r for r in methods if r["backbone"] == "vit_micro_cpu"]
+    if resnet_methods:
+        budgets = sorted({r["budget"] for r in resnet_methods})
         out += [f"## Every method, CIFAR-10, same backbone and CPU budget ({', '.join(budgets)})", "",
                 "`small_resnet` [16, 32, 64, 128] with a stride-1 stem, 32 px, batch 128, each method's own recipe "
-                "otherwise; SupCon uses the labels (the supervised reference).", "", *method_rows(methods), ""]
+                "otherwise; SupCon uses the labels (the supervised reference).", "", *method_rows(resnet_methods), ""]
         compared = RESULTS_DIR / "compare_methods.md"
         if compared.exists():  # the same runs as `selfsup compare` tables them (see its command in the file)
             out += ["The same runs, as `selfsup compare` tables them:", "", compared.read_text().strip(), ""]
+    if vit_methods:
+        budgets = sorted({r["budget"] for r in vit_methods})
+        out += [f"## Masked and predictive methods on a ViT, CIFAR-10, same CPU budget ({', '.join(budgets)})", "",
+                "`vit_micro_cpu` (4 px patches on 32 px images), batch 128, each method's own recipe otherwise; "
+                "MoCo v3 on the same ViT as the joint-embedding reference.", "", *method_rows(vit_methods), ""]
     if speed or lightly:
         out += ["## Throughput", ""]
         for row in speed:

@@ -113,11 +113,25 @@ def test_compile_failing_at_first_call_falls_back_to_eager(monkeypatch):
     trainer._step([batch])  # eager from now on, no second warning needed
 
 
-def _losses(overrides: list[str], steps: int = 2) -> list[float]:
+def _losses(overrides: list[str], steps: int = 2, expect_compiled: bool = False) -> list[float]:
     cfg = build_config("demo", [*TINY, "train.precision=fp32", f"train.max_steps={steps}", *overrides])
     trainer = build_trainer(cfg, DistInfo())
     batches = iter(trainer.loader)
-    return [trainer._step([next(batches)])["loss"] for _ in range(steps)]
+    losses = [trainer._step([next(batches)])["loss"] for _ in range(steps)]
+    assert trainer.compiled == expect_compiled
+    return losses
+
+
+def test_bf16_autocast_gives_the_same_losses_within_bf16_precision():
+    # bf16 keeps 8 bits of mantissa (~0.4% per rounding); the loss is a long reduction of such values.
+    assert _losses(["train.precision=bf16"]) == pytest.approx(_losses([]), rel=2e-2)
+
+
+@pytest.mark.slow
+def test_compiled_backbone_gives_the_same_losses_as_eager():
+    """A real torch.compile (inductor on this machine's compiler), not the monkeypatched fallbacks above."""
+    compiled = _losses(["train.compile=true"], expect_compiled=True)
+    assert compiled == pytest.approx(_losses([]), abs=1e-4)
 
 
 def test_channels_last_gives_the_same_losses_as_the_plain_path():
