@@ -291,7 +291,12 @@ class Trainer:
                         if bar is not None:
                             bar.set_postfix(loss=f"{out['loss']:.4f}", img_s=f"{rate:.0f}", epoch=self.state.epoch)
                     if bar is not None:
-                        bar.update(1) if self.total_steps else bar.update(round(self.state.elapsed - bar.n, 1))
+                        # A budget's last step ends a little after the budget: keep the bar within its total.
+                        if self.total_steps:
+                            bar.update(1)
+                        else:
+                            bar.n = min(round(self.state.elapsed, 1), bar.total)
+                            bar.refresh()
                     if self.state.step % tc.checkpoint_every == 0:
                         self.save_checkpoint()
                     if done or preempted:
