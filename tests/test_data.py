@@ -432,24 +432,28 @@ def test_npz_explicit_test_split_and_string_labels(tmp_path):
 def test_digits_dataset():
     splits = open_data("digits")
     train, test = splits.train, splits.test
-    assert isinstance(splits, DataSplits) and len(train) == 6000 and len(test) == 1000
-    assert train.images.shape == (6000, 3, 32, 32) and train.images.dtype == np.uint8
+    assert isinstance(splits, DataSplits) and len(train) == 1000 and len(test) == 1000
+    assert train.images.shape == (1000, 3, 32, 32) and train.images.dtype == np.uint8
     x = train.get_image(0)
     assert x.dtype == torch.uint8 and x.shape == (3, 32, 32)
     assert train.classes == [str(i) for i in range(10)]
-    assert np.bincount(train.labels).tolist() == [600] * 10 and np.bincount(test.labels).tolist() == [100] * 10
+    assert np.bincount(train.labels).tolist() == [100] * 10 and np.bincount(test.labels).tolist() == [100] * 10
     # new handwriting at test time: disjoint source digits, about 78% / 22% of the 1,797
     train_ids, test_ids = set(train.source_ids.tolist()), set(test.source_ids.tolist())
     assert train_ids.isdisjoint(test_ids)
-    assert 1300 <= len(train_ids) <= 1402 and len(test_ids) <= 397
+    assert 600 <= len(train_ids) <= 1402 and len(test_ids) <= 397  # 1,000 draws from ~1,400 train digits
     assert len(train.mean) == len(train.std) == 3 and all(0 < s < 0.5 for s in train.std)
     assert test.mean == train.mean  # normalise the test split with train statistics
     assert channel_stats(train) == (train.mean, train.std)
     gray = open_data("digits", channels=1)
     assert gray.train.get_image(0).shape == (1, 32, 32) and len(gray.train.mean) == 1
-    # images are not trivial: backgrounds vary, strokes and backgrounds differ
-    assert train.images[:500].reshape(500, -1).std(axis=1).mean() > 20
-    x = train.images[:2000].astype(np.float64) / 255  # mean/std are the train split's, per channel
+    # gray images: a light digit over a dark background under per-pixel noise of sigma ~0.25 (64 of 255)
+    images = train.images.astype(np.float64)
+    assert (images[:, 0] == images[:, 1]).all() and (images[:, 1] == images[:, 2]).all()
+    assert 45 < np.median(images) < 80  # the background level, 0.25
+    residual = images[:, 0, :, 1:] - images[:, 0, :, :-1]  # neighbouring pixels: mostly independent noise
+    assert 70 < residual.std() < 100  # sqrt(2) * 64, a little less where 0 and 255 clip
+    x = train.images.astype(np.float64) / 255  # mean/std are the train split's, per channel
     assert np.allclose(x.mean(axis=(0, 2, 3)), train.mean, atol=0.01)
     assert np.allclose(x.std(axis=(0, 2, 3)), train.std, atol=0.01)
 
@@ -466,14 +470,16 @@ def test_digits_generation_is_deterministic_and_parametrized():
     assert torch.equal(pickled.get_image(7), open_data("digits").test.get_image(7))
 
 
-def test_plain_digits_share_strokes_and_labels_with_the_textured_ones():
-    textured = make_digits.__wrapped__(n_train=120, n_test=40)
+def test_plain_digits_share_source_digits_and_labels_with_the_noisy_ones():
+    noisy = make_digits.__wrapped__(n_train=120, n_test=40)
     plain = make_digits.__wrapped__(n_train=120, n_test=40, style="plain")
     for key in ("train_labels", "test_labels", "train_source_ids", "test_source_ids"):
-        assert np.array_equal(textured[key], plain[key]), key
+        assert np.array_equal(noisy[key], plain[key]), key
     images = plain["train_images"]
     assert images.shape == (120, 3, 32, 32)
     assert (images[:, 0] == images[:, 1]).all() and (images[:, 1] == images[:, 2]).all()  # gray
     assert (images == 0).mean() > 0.5 and images.max() == 255  # white strokes on a black background
     splits = open_data("digits-plain")
-    assert splits.train.name == "digits-plain/train" and len(splits.test) == 1000
+    assert splits.train.name == "digits-plain/train" and len(splits.train) == 6000 and len(splits.test) == 1000
+    with pytest.raises(DataError, match="'plain'"):
+        make_digits.__wrapped__(n_train=10, n_test=10, style="textured")
