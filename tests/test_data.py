@@ -458,6 +458,23 @@ def test_digits_dataset():
     assert np.allclose(x.std(axis=(0, 2, 3)), train.std, atol=0.01)
 
 
+def test_raw_pixels_do_not_solve_the_demo_digits_but_do_solve_the_plain_ones():
+    """The demo's data must leave room for pretraining to show: raw-pixel kNN (the demo's baseline) is weak on
+    ``digits`` (measured 21.9%; SimCLR reaches ~31% in the demo's 4 minutes) and strong on ``digits-plain``."""
+    from selfsup.eval.features import raw_pixel_features
+    from selfsup.eval.knn import knn_accuracy
+
+    accuracy = {}
+    for name in ("digits", "digits-plain"):
+        splits = open_data(name)
+        train, train_labels = raw_pixel_features(splits.train, image_size=32, mean=splits.train.mean,
+                                                 std=splits.train.std)
+        test, test_labels = raw_pixel_features(splits.test, image_size=32, mean=splits.train.mean,
+                                               std=splits.train.std)
+        accuracy[name] = knn_accuracy(train, train_labels, test, test_labels, ks=(20,))[20]
+    assert accuracy["digits"] < 0.27 and accuracy["digits-plain"] > 0.65, accuracy
+
+
 def test_digits_generation_is_deterministic_and_parametrized():
     a = make_digits.__wrapped__(n_train=120, n_test=40)
     b = make_digits.__wrapped__(n_train=120, n_test=40)
