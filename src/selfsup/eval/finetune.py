@@ -130,6 +130,39 @@ def train_batches(source, *, epoch: int, order: torch.Generator, batch_size: int
     return DataLoader(images, batch_size=min(batch_size, len(images)), sampler=permutation, drop_last=True)
 
 
+def supervised_epochs(protocol: str, source, *, optimizer: torch.optim.Optimizer,
+                      loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                      lr_at: Callable[[float], float], epochs: int, batch_size: int, image_size: int, mean, std,
+                      crop_scale: tuple[float, float], seed: int, log: Callable[[str], None] | None) -> bool:
+    """The loop the supervised protocols share: ``epochs`` of shuffled, augmented batches of ``source``; each
+    step sets every group's lr to ``lr_at(progress) * lr_scale`` (progress in [0, 1)), then minimises
+    ``loss_of(images, labels)``. Returns False, having logged it, as soon as the loss is not finite."""
+    order = torch.Generator().manual_seed(seed)
+    steps_per_epoch = len(source) // min(batch_size, len(source))
+    total, step = epochs * steps_per_epoch, 0
+    for epoch in range(epochs):
+        running = 0.0
+        for images, labels in train_batches(source, epoch=epoch, order=order, batch_size=batch_size,
+                                            image_size=image_size, mean=mean, std=std, crop_scale=crop_scale,
+                                            seed=seed):
+            lr = lr_at(step / total)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * group.get("lr_scale", 1.0)
+            loss = loss_of(images, labels)
+            if not torch.isfinite(loss):
+                if log is not None:
+                    log(f"  {protocol}: the loss diverged at step {step}; lower eval.{protocol}_lr")
+                return False
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            running += float(loss.detach())
+            step += 1
+        if log is not None:
+            log(f"  {protocol} epoch {epoch + 1}/{epochs}: loss {running / max(1, steps_per_epoch):.3f}")
+    return True
+
+
 class _TestImages(Dataset):
     def __init__(self, source, image_size: int, mean, std):
         self.source, self.image_size, self.mean, self.std = source, int(image_size), list(mean), list(std)
@@ -303,7 +336,6 @@ def finetune(backbone: nn.Module, splits, *, image_size: int, mean, std,
     device = resolve_device(backbone, device)
     labels = torch.as_tensor(np.asarray(splits.train.labels), dtype=torch.int64)
     num_classes = int(labels.max()) + 1
-    order = torch.Generator().manual_seed(seed)
     mixing = np.random.default_rng(seed)
     with seeded_rng(seed, device):
         head = nn.Linear(int(backbone.num_features), num_classes)
@@ -314,31 +346,18 @@ def finetune(backbone: nn.Module, splits, *, image_size: int, mean, std,
                                                 weight_decay=settings.weight_decay)
         applied_decay = settings.layer_decay if decayed else 1.0
         optimizer = torch.optim.AdamW(groups, lr=settings.lr, betas=(0.9, 0.999))
-        steps_per_epoch = len(splits.train) // min(settings.batch_size, len(splits.train))
-        total, step = settings.epochs * steps_per_epoch, 0
-        for epoch in range(settings.epochs):
-            running = 0.0
-            for images, y in train_batches(splits.train, epoch=epoch, order=order, batch_size=settings.batch_size,
-                                           image_size=image_size, mean=mean, std=std,
-                                           crop_scale=settings.crop_scale, seed=seed):
-                factor = lr_factor(step / total, settings.warmup, 0.0)
-                for group in optimizer.param_groups:
-                    group["lr"] = settings.lr * factor * group["lr_scale"]
-                images, targets = mix_batch(images.to(device), y.to(device), num_classes,
-                                            mixup_alpha=settings.mixup, cutmix_alpha=settings.cutmix,
-                                            smoothing=settings.label_smoothing, rng=mixing)
-                loss = soft_target_cross_entropy(model(images), targets)
-                if not torch.isfinite(loss):
-                    if log is not None:
-                        log(f"  finetune: the loss diverged at step {step}; lower eval.finetune_lr")
-                    return {"finetune_top1": float("nan"), "finetune_layer_decay": applied_decay}
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                running += float(loss.detach())
-                step += 1
-            if log is not None:
-                log(f"  finetune epoch {epoch + 1}/{settings.epochs}: loss {running / max(1, steps_per_epoch):.3f}")
+
+        def loss_of(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            images, targets = mix_batch(images.to(device), labels.to(device), num_classes,
+                                        mixup_alpha=settings.mixup, cutmix_alpha=settings.cutmix,
+                                        smoothing=settings.label_smoothing, rng=mixing)
+            return soft_target_cross_entropy(model(images), targets)
+
+        if not supervised_epochs("finetune", splits.train, optimizer=optimizer, loss_of=loss_of,
+                                 lr_at=lambda progress: settings.lr * lr_factor(progress, settings.warmup, 0.0),
+                                 epochs=settings.epochs, batch_size=settings.batch_size, image_size=image_size,
+                                 mean=mean, std=std, crop_scale=settings.crop_scale, seed=seed, log=log):
+            return {"finetune_top1": float("nan"), "finetune_layer_decay": applied_decay}
         model.eval()
         top1 = top1_accuracy(model, splits.test, image_size=image_size, mean=mean, std=std, device=device)
     return {"finetune_top1": top1, "finetune_layer_decay": applied_decay}

@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from selfsup.engine.optim import lr_factor
-from selfsup.eval.finetune import resolve_device, seeded_rng, top1_accuracy, train_batches
+from selfsup.eval.finetune import resolve_device, seeded_rng, supervised_epochs, top1_accuracy
 
 __all__ = ["LinearSGDSettings", "linear_sgd"]
 
@@ -72,7 +72,6 @@ def linear_sgd(backbone: nn.Module | None, splits, *, image_size: int, mean, std
         encoder, dims = nn.Flatten(), len(mean) * int(image_size) ** 2
     else:
         encoder, dims = copy.deepcopy(backbone).to(device).eval().requires_grad_(False), int(backbone.num_features)
-    order = torch.Generator().manual_seed(seed)
     with seeded_rng(seed, device):
         linear = nn.Linear(dims, num_classes)
         nn.init.trunc_normal_(linear.weight, std=0.01)
@@ -80,29 +79,17 @@ def linear_sgd(backbone: nn.Module | None, splits, *, image_size: int, mean, std
         head = nn.Sequential(nn.BatchNorm1d(dims, affine=False), linear).to(device).train()
         optimizer = torch.optim.SGD(head.parameters(), lr=settings.lr, momentum=settings.momentum,
                                     weight_decay=settings.weight_decay)
-        steps_per_epoch = len(splits.train) // min(settings.batch_size, len(splits.train))
-        total, step = settings.epochs * steps_per_epoch, 0
-        for epoch in range(settings.epochs):
-            running = 0.0
-            for images, y in train_batches(splits.train, epoch=epoch, order=order, batch_size=settings.batch_size,
-                                           image_size=image_size, mean=mean, std=std,
-                                           crop_scale=settings.crop_scale, seed=seed):
-                for group in optimizer.param_groups:
-                    group["lr"] = settings.lr * lr_factor(step / total, 0.0, 0.0)
-                with torch.no_grad():
-                    features = encoder(images.to(device)).float()
-                loss = F.cross_entropy(head(features), y.to(device))
-                if not torch.isfinite(loss):
-                    if log is not None:
-                        log(f"  linear_sgd: the loss diverged at step {step}; lower eval.linear_sgd_lr")
-                    return {"linear_sgd_top1": float("nan")}
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                running += float(loss.detach())
-                step += 1
-            if log is not None:
-                log(f"  linear_sgd epoch {epoch + 1}/{settings.epochs}: loss {running / max(1, steps_per_epoch):.3f}")
+
+        def loss_of(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                features = encoder(images.to(device)).float()
+            return F.cross_entropy(head(features), labels.to(device))
+
+        if not supervised_epochs("linear_sgd", splits.train, optimizer=optimizer, loss_of=loss_of,
+                                 lr_at=lambda progress: settings.lr * lr_factor(progress, 0.0, 0.0),
+                                 epochs=settings.epochs, batch_size=settings.batch_size, image_size=image_size,
+                                 mean=mean, std=std, crop_scale=settings.crop_scale, seed=seed, log=log):
+            return {"linear_sgd_top1": float("nan")}
         head.eval()
         top1 = top1_accuracy(lambda images: head(encoder(images).float()), splits.test, image_size=image_size,
                              mean=mean, std=std, device=device)
