@@ -48,6 +48,12 @@ STYLES = {
 }
 
 
+def _style(style: str) -> dict:
+    if style not in STYLES:
+        raise DataError(f"unknown digits style {style!r}; choose one of {sorted(STYLES)}")
+    return STYLES[style]
+
+
 def _render_masks(rng: np.random.Generator, shapes: np.ndarray,
                   height_range: tuple[float, float] = STYLES["plain"]["height"]) -> torch.Tensor:
     """(n, SIZE, SIZE) stroke coverage in [0, 1] for 8x8 shapes (values 0..16) at random geometry."""
@@ -145,9 +151,8 @@ def make_digits(n_train: int | None = None, n_test: int = 1000, seed: int = DIGI
     ``n_train`` None: the style's default (1,000 noisy, 6,000 plain).
     Keys: ``train_images``/``test_images`` uint8 (N, 3, 32, 32), ``train_labels``/``test_labels`` int64,
     ``train_source_ids``/``test_source_ids`` (index into scikit-learn's ``load_digits()``)."""
-    if style not in STYLES:
-        raise DataError(f"unknown digits style {style!r}; choose one of {sorted(STYLES)}")
-    n_train = STYLES[style]["n_train"] if n_train is None else n_train
+    spec = _style(style)
+    n_train = spec["n_train"] if n_train is None else n_train
     shapes, targets = _load_source_digits()
     train_pool, test_pool = _source_split(targets, seed)
     train_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
@@ -187,9 +192,8 @@ def open_digits(channels: int = 3, n_train: int | None = None, n_test: int = 100
     ``style="plain"`` is ``digits-plain``: white strokes on black, larger, no noise (see the module docstring)."""
     if channels not in (1, 3):
         raise DataError(f"the digits dataset is RGB; channels (data.channels) must be 1 or 3, not {channels}")
-    if style not in STYLES:
-        raise DataError(f"unknown digits style {style!r}; choose one of {sorted(STYLES)}")
-    n_train = int(STYLES[style]["n_train"] if n_train is None else n_train)
+    spec = _style(style)
+    n_train = int(spec["n_train"] if n_train is None else n_train)
     arrays = make_digits(n_train, int(n_test), int(seed), style)
     mean, std = _train_stats(n_train, int(n_test), int(seed), channels, style)
     name = "digits" if style == "noisy" else f"digits-{style}"
