@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from common import RESULTS_DIR, ROOT
+from selfsup.config import parse_duration
 
 
 def pct(value) -> str:
@@ -42,7 +43,7 @@ def method_rows(rows: list[dict]) -> list[str]:
 
 def digits_learning_rows(rows: list[dict]) -> list[str]:
     """One row per method: kNN@20 on the held-out digits after each budget, and its margin over random-init."""
-    budgets = sorted({run["budget"] for row in rows for run in row["runs"]}, key=_seconds)
+    budgets = sorted({run["budget"] for row in rows for run in row["runs"]}, key=parse_duration)
     lines = ["| method | recipe | backbone | kNN@20 random-init | "
              + " | ".join(f"kNN@20 after {b} (margin, steps)" for b in budgets) + " | machine | date | command |",
              "|---|---|---|---|" + "---|" * len(budgets) + "---|---|---|"]
@@ -57,11 +58,6 @@ def digits_learning_rows(rows: list[dict]) -> list[str]:
         lines.append(f"| {row['method']} | {row['recipe']} | {row['backbone']} | {pct(random_init)} | "
                      + " | ".join(cells) + f" | {row['machine']} | {row['date']} | `{row['command']}` |")
     return lines
-
-
-def _seconds(budget: str) -> float:
-    units = {"s": 1, "m": 60, "h": 3600}
-    return float(budget[:-1]) * units.get(budget[-1], 1)
 
 
 def other_rows(rows: list[dict]) -> list[str]:
