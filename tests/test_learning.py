@@ -35,14 +35,19 @@ def plain_digits(tmp_path_factory):
     return path
 
 
+def knn_at_20(run_dir):
+    """(all results, pretrained kNN@20, random-init kNN@20) of a finished run."""
+    results = json.loads((run_dir / "results.json").read_text())["results"]
+    return results, results["pretrained"]["knn_top1@20"], results["random_init"]["knn_top1@20"]
+
+
 @pytest.mark.slow
 def test_simclr_beats_random_init_by_a_clear_margin(plain_digits, tmp_path):
     code = main(["train", "demo", "--name", "learn", f"runs_dir={tmp_path}", f"data.source={plain_digits}",
                  "train.budget=120s", "train.batch_size=128", "train.progress=false", "eval.linear=false",
                  "backbone.options={widths: [16, 32, 64, 128], stem_stride: 2}", "data.num_workers=1"])
     assert code == 0
-    results = json.loads((tmp_path / "learn" / "results.json").read_text())["results"]
-    pretrained, random_init = results["pretrained"]["knn_top1@20"], results["random_init"]["knn_top1@20"]
+    results, pretrained, random_init = knn_at_20(tmp_path / "learn")
     assert pretrained >= random_init + 0.05, results
 
 
@@ -54,6 +59,5 @@ def test_rotnet_beats_random_init_on_the_demo_digits(tmp_path):
     code = main(["train", "rotnet", "--name", "learn", f"runs_dir={tmp_path}", "train.budget=60s",
                  "train.progress=false", "eval.linear=false", "eval.knn_k=[20]", "data.num_workers=1"])
     assert code == 0
-    results = json.loads((tmp_path / "learn" / "results.json").read_text())["results"]
-    pretrained, random_init = results["pretrained"]["knn_top1@20"], results["random_init"]["knn_top1@20"]
+    results, pretrained, random_init = knn_at_20(tmp_path / "learn")
     assert pretrained >= random_init + 0.04, results
