@@ -9,7 +9,7 @@ import torch
 import selfsup
 from selfsup.cli import main
 from selfsup.config import OptimConfig, build_config
-from selfsup.engine.distributed import DistInfo
+from selfsup.dist import DistInfo
 from selfsup.engine.optim import build_optimizer
 from selfsup.throughput import build_trainer, count_flops, measure_peaks
 

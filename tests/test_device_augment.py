@@ -15,8 +15,8 @@ from selfsup.config import build_config
 from selfsup.data import ArraySource, decode_image, open_data
 from selfsup.data.cache import CachedSource, fit_square, open_cached
 from selfsup.data.sources import FolderSource
-from selfsup.engine.distributed import DistInfo
-from selfsup.engine.loader import ViewCollate, ViewDataset, fixed_image_size
+from selfsup.dist import DistInfo
+from selfsup.views.dataset import ViewCollate, ViewDataset, fixed_image_size
 from selfsup.throughput import build_trainer
 from selfsup.views import CropSpec, ViewSpec, make_view, sample_generator
 from selfsup.views.augment import draw_view_params

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from distributed_utils import run_distributed
-from selfsup.engine.queue import FeatureQueue
+from selfsup.methods.parts.queue import FeatureQueue
 from selfsup.losses import (barlow_twins, dino_loss, info_nce, mixed_barlow_regularizer, sinkhorn_knopp, supcon,
                             swav_loss, update_center, vicreg)
 

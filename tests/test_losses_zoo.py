@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from selfsup.engine.queue import FeatureQueue
+from selfsup.methods.parts.queue import FeatureQueue
 from selfsup.losses import (barlow_twins, dino_loss, info_nce, mixed_barlow_regularizer, mochi_negatives,
                             negative_cosine, nt_xent, sinkhorn_knopp, supcon, swav_loss, update_center, vicreg)
 

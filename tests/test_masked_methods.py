@@ -10,7 +10,7 @@ from selfsup.artifacts import RECONSTRUCTIONS_FILE, image_grid
 from selfsup.backbones import build_backbone
 from selfsup.backbones.vit import patch_mask_to_pixels, patchify, sincos_pos_embed_2d
 from selfsup.data.sources import ArraySource
-from selfsup.engine.loader import ViewCollate, ViewDataset
+from selfsup.views.dataset import ViewCollate, ViewDataset
 from selfsup.engine.optim import param_groups
 from selfsup.heads.mae_decoder import MAEDecoder
 from selfsup.losses import info_nce

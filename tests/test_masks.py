@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from selfsup.engine.loader import EpochBatchSampler, ViewCollate, ViewDataset
+from selfsup.views.dataset import EpochBatchSampler, ViewCollate, ViewDataset
 from selfsup.views import (MASK_STRATEGIES, BlockMask, CropSpec, MaskSpec, MaskStrategy, MultiBlockMask, RandomMask,
                            ViewSpec, build_mask_strategy, register_mask_strategy)
 from selfsup.views.masks import draw_masks

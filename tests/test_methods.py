@@ -9,8 +9,9 @@ import torch
 from selfsup.backbones import build_backbone
 from selfsup.config import build_config, load_recipe, recipe_names
 from selfsup.data.sources import ArraySource
-from selfsup.engine.ema import cosine_momentum, ema_update, frozen_copy
-from selfsup.engine.loader import ViewCollate, ViewDataset
+from selfsup.methods.parts.ema import ema_update, frozen_copy
+from selfsup.schedules import cosine_momentum
+from selfsup.views.dataset import ViewCollate, ViewDataset
 from selfsup.methods import METHODS, build_method, validate_method_options
 from selfsup.methods.common import encode_by_resolution
 

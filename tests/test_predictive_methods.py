@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from selfsup.backbones import build_backbone
 from selfsup.data.sources import ArraySource
-from selfsup.engine.loader import ViewCollate, ViewDataset
+from selfsup.views.dataset import ViewCollate, ViewDataset
 from selfsup.losses import dino_loss, latent_prediction_loss, masked_patch_distillation, sigreg, view_prediction_loss
 from selfsup.losses.sigreg import sigreg_directions
 from selfsup.methods import build_method

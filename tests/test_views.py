@@ -5,7 +5,7 @@ import torch
 from selfsup.views import CropSpec, ViewSpec, apply_photometric, make_view, sample_generator
 from selfsup.views.augment import (NUM_PARAMS, P_BRIGHT, P_CONTRAST, P_GRAY, P_HUE, P_JITTER, P_ORDER, P_SAT,
                                    crop_box, gaussian_blur, grayscale, hue_rotation, photometric_params)
-from selfsup.engine.loader import EpochBatchSampler, ViewCollate, ViewDataset
+from selfsup.views.dataset import EpochBatchSampler, ViewCollate, ViewDataset
 
 
 class ArraySource:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from selfsup.config import Config, ConfigError, apply_overrides, load_config, save_config, validate
-from selfsup.engine.distributed import barrier, setup_distributed
+from selfsup.dist import barrier, setup_distributed
 
 RESULTS_FILE = "results.json"
 

@@ -31,7 +31,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from selfsup.config import Config
-from selfsup.engine.distributed import setup_distributed
+from selfsup.dist import setup_distributed
 from selfsup.engine.trainer import Trainer
 from selfsup.run import environment, log, normalization
 

@@ -1,7 +1,6 @@
 """Optimizers (AdamW, SGD, LARS) and the warm-up + cosine learning-rate schedule."""
 from __future__ import annotations
 
-import math
 import warnings
 
 import torch
@@ -97,15 +96,6 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, global_batch: int) -> to
             g.pop("lars_exclude", None)
         return _multi_tensor_kernel(torch.optim.SGD, groups, cfg, lr=lr, momentum=cfg.momentum)
     return LARS(groups, lr=lr, momentum=cfg.momentum)  # a per-parameter loop: optim.fused does not apply
-
-
-def lr_factor(progress: float, warmup: float, final_fraction: float) -> float:
-    """Linear warm-up over the first ``warmup`` of training, then cosine decay to ``final_fraction``."""
-    progress = min(max(progress, 0.0), 1.0)
-    if warmup > 0 and progress < warmup:
-        return progress / warmup
-    t = (progress - warmup) / max(1e-12, 1 - warmup)
-    return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * t))
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

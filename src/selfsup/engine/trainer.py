@@ -24,9 +24,10 @@ from torch.utils.data import DataLoader
 
 from selfsup.config import Config, parse_duration
 from selfsup.engine import checkpoint as ckpt
-from selfsup.engine.distributed import all_reduce_max, all_reduce_mean, barrier
-from selfsup.engine.loader import EpochBatchSampler, ViewCollate, ViewDataset, fixed_image_size
-from selfsup.engine.optim import base_lr, build_optimizer, lr_factor, set_lr
+from selfsup.dist import all_reduce_max, all_reduce_mean, barrier
+from selfsup.views.dataset import EpochBatchSampler, ViewCollate, ViewDataset, fixed_image_size
+from selfsup.engine.optim import base_lr, build_optimizer, set_lr
+from selfsup.schedules import warmup_cosine
 from selfsup.engine.precision import autocast, resolve_precision
 from selfsup.eval.diagnostics import CollapseMonitor
 from selfsup.views.device import DeviceViews, seconds_per_batch
@@ -324,7 +325,7 @@ class Trainer:
         self.method.train()
         if hasattr(self.method, "on_step"):
             self.method.on_step(self.progress())
-        lr = self.base_lr * lr_factor(self.progress(), self.cfg.optim.warmup, self.cfg.optim.final_lr_fraction)
+        lr = self.base_lr * warmup_cosine(self.progress(), self.cfg.optim.warmup, self.cfg.optim.final_lr_fraction)
         set_lr(self.optimizer, lr)
         self.optimizer.zero_grad(set_to_none=True)
         total_loss = 0.0

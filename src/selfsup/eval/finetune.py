@@ -42,7 +42,8 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torch.utils.data import DataLoader, Dataset
 
-from selfsup.engine.optim import NO_DECAY_NAMES, lr_factor
+from selfsup.engine.optim import NO_DECAY_NAMES
+from selfsup.schedules import warmup_cosine
 from selfsup.eval.features import eval_transform
 from selfsup.views.augment import crop_box, resized_crop, sample_generator
 
@@ -354,7 +355,7 @@ def finetune(backbone: nn.Module, splits, *, image_size: int, mean, std,
             return soft_target_cross_entropy(model(images), targets)
 
         if not supervised_epochs("finetune", splits.train, optimizer=optimizer, loss_of=loss_of,
-                                 lr_at=lambda progress: settings.lr * lr_factor(progress, settings.warmup, 0.0),
+                                 lr_at=lambda progress: settings.lr * warmup_cosine(progress, settings.warmup, 0.0),
                                  epochs=settings.epochs, batch_size=settings.batch_size, image_size=image_size,
                                  mean=mean, std=std, crop_scale=settings.crop_scale, seed=seed, log=log):
             return {"finetune_top1": float("nan"), "finetune_layer_decay": applied_decay}

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from selfsup.engine.optim import lr_factor
+from selfsup.schedules import warmup_cosine
 from selfsup.eval.finetune import resolve_device, seeded_rng, supervised_epochs, top1_accuracy
 
 __all__ = ["LinearSGDSettings", "linear_sgd"]
@@ -86,7 +86,7 @@ def linear_sgd(backbone: nn.Module | None, splits, *, image_size: int, mean, std
             return F.cross_entropy(head(features), labels.to(device))
 
         if not supervised_epochs("linear_sgd", splits.train, optimizer=optimizer, loss_of=loss_of,
-                                 lr_at=lambda progress: settings.lr * lr_factor(progress, 0.0, 0.0),
+                                 lr_at=lambda progress: settings.lr * warmup_cosine(progress, 0.0, 0.0),
                                  epochs=settings.epochs, batch_size=settings.batch_size, image_size=image_size,
                                  mean=mean, std=std, crop_scale=settings.crop_scale, seed=seed, log=log):
             return {"linear_sgd_top1": float("nan")}

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from selfsup.engine.distributed import all_reduce_max, all_reduce_sum, world_size
+from selfsup.dist import all_reduce_max, all_reduce_sum, world_size
 
 
 @torch.no_grad()
@@ -26,7 +26,7 @@ def sinkhorn_knopp(scores: torch.Tensor, iterations: int = 3, epsilon: float = 0
     prototype receives B_global / K of the mass.
 
     Distributed (``gather``): the per-prototype sums are all-reduced. ``num_shared``: the first rows are
-    replicated identically on every rank (a queue from :class:`selfsup.engine.queue.FeatureQueue`, which
+    replicated identically on every rank (a queue from :class:`selfsup.methods.parts.queue.FeatureQueue`, which
     gathers before enqueueing); they are weighted by 1 / world size in the global sums, so they count once,
     as they would in a single process holding the queue and the global batch.
     """

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from selfsup.engine.distributed import all_gather_no_grad, all_gather_with_grad, rank
+from selfsup.dist import all_gather_no_grad, all_gather_with_grad, rank
 
 
 def nt_xent(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float = 0.5, gather: bool = True) -> torch.Tensor:
@@ -52,7 +52,7 @@ def info_nce(query: torch.Tensor, key: torch.Tensor, negatives: torch.Tensor | N
     - ``negatives`` (K, D) given: MoCo v2 (He et al., CVPR 2020; Chen et al. 2020). Logits of query i are
       ``[q_i . k_i, q_i . negatives]`` with the positive at index 0. Keys are not gathered: they come from the
       momentum encoder and are constants (the caller passes them detached); a queue filled by
-      :class:`selfsup.engine.queue.FeatureQueue` is already identical on every rank.
+      :class:`selfsup.methods.parts.queue.FeatureQueue` is already identical on every rank.
     - ``negatives`` None: MoCo v3 (Chen et al., ICCV 2021) and NNCLR (Dwibedi et al., ICCV 2021). The candidates
       of query i are all keys of the global batch, ``all_keys`` gathered with autograd when ``gather``; the
       positive is at the global index of the query. (MoCo v3 scales the loss by 2 * temperature in the method.)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from selfsup.engine.distributed import all_reduce_sum
+from selfsup.dist import all_reduce_sum
 
 
 def negative_cosine(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

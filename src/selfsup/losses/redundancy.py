@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from selfsup.engine.distributed import all_gather_no_grad, all_gather_with_grad, rank
+from selfsup.dist import all_gather_no_grad, all_gather_with_grad, rank
 
 
 def _global(z: torch.Tensor, gather: bool) -> torch.Tensor:

@@ -26,7 +26,7 @@ Distributed semantics (DESIGN.md principle 4; the bug once shipped in a well-kno
   from a generator seeded by (seed, step) alone, so every rank (and a resumed run) draws identical ones
   without communication, and CPU and GPU runs agree;
 - phi_N is over the GLOBAL batch: each rank's sums of cos / sin (with their autograd graph) are gathered with
-  :func:`~selfsup.engine.distributed.all_gather_with_grad` and summed, and N is the global count. The gather's
+  :func:`~selfsup.dist.all_gather_with_grad` and summed, and N is the global count. The gather's
   backward returns to each rank the gradients that every rank's (identical) loss sends to its samples, and
   DDP's averaging then gives exactly the single-process gradient of 1 rank x (world x B). A plain all_reduce
   without autograd would give each rank only its own share: gradients 1/world too small.
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import torch
 
-from selfsup.engine.distributed import all_gather_with_grad, all_reduce_sum
+from selfsup.dist import all_gather_with_grad, all_reduce_sum
 
 # A fixed salt so (seed, step) of SIGReg does not collide with other seeded draws of the run.
 _DIRECTION_SALT = 0x5169526567

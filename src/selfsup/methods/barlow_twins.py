@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field
 
-from selfsup.engine.distributed import broadcast_from_main
+from selfsup.dist import broadcast_from_main
 from selfsup.heads import mlp
 from selfsup.losses import barlow_twins, mixed_barlow_regularizer
 from selfsup.methods.base import StepOutput

@@ -31,7 +31,8 @@ import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field
 
 from selfsup.backbones.vit import patchify
-from selfsup.engine.ema import cosine_momentum, ema_update, frozen_copy
+from selfsup.methods.parts.ema import ema_update, frozen_copy
+from selfsup.schedules import cosine_momentum
 from selfsup.heads import MAEDecoder, mlp
 from selfsup.losses import info_nce, masked_patch_mse
 from selfsup.methods.base import StepOutput

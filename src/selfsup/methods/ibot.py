@@ -32,7 +32,8 @@ import torch
 import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field
 
-from selfsup.engine.ema import cosine_momentum, ema_update, frozen_copy
+from selfsup.methods.parts.ema import ema_update, frozen_copy
+from selfsup.schedules import cosine_momentum, warmup_fraction
 from selfsup.heads import DINOHead
 from selfsup.losses.distillation import dino_loss, masked_patch_distillation, update_center
 from selfsup.methods.base import StepOutput
@@ -100,7 +101,7 @@ class IBOT(nn.Module):
     def on_step(self, progress: float) -> None:
         o = self.options
         self.momentum = cosine_momentum(progress, o.momentum)
-        warm = min(1.0, progress / o.teacher_temperature_warmup) if o.teacher_temperature_warmup else 1.0
+        warm = warmup_fraction(progress, o.teacher_temperature_warmup)
         self.teacher_temperature = o.warmup_teacher_temperature + warm * (o.teacher_temperature - o.warmup_teacher_temperature)
         self.teacher_patch_temperature = o.warmup_teacher_patch_temperature + warm * (
             o.teacher_patch_temperature - o.warmup_teacher_patch_temperature)

@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from selfsup.backbones.vit import gather_tokens
-from selfsup.engine.ema import ema_update, frozen_copy
+from selfsup.methods.parts.ema import ema_update, frozen_copy
+from selfsup.schedules import linear_ramp
 from selfsup.heads.jepa_predictor import JEPAPredictor
 from selfsup.losses.predictive import latent_prediction_loss
 from selfsup.methods.base import StepOutput
@@ -78,7 +79,7 @@ class IJEPA(nn.Module):
 
     def on_step(self, progress: float) -> None:
         o = self.options
-        self.momentum = o.momentum + min(max(progress, 0.0), 1.0) * (o.final_momentum - o.momentum)
+        self.momentum = linear_ramp(progress, o.momentum, o.final_momentum)
 
     def after_optimizer_step(self, progress: float) -> None:
         ema_update(self.target_backbone, self.backbone, self.momentum)

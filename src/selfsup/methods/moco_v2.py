@@ -18,8 +18,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from selfsup.engine.ema import cosine_momentum, ema_update, frozen_copy
-from selfsup.engine.queue import FeatureQueue
+from selfsup.methods.parts.ema import ema_update, frozen_copy
+from selfsup.schedules import cosine_momentum
+from selfsup.methods.parts.queue import FeatureQueue
 from selfsup.heads import mlp
 from selfsup.losses import info_nce, mochi_negatives
 from selfsup.methods.base import StepOutput

@@ -15,7 +15,8 @@ import torch
 import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field
 
-from selfsup.engine.ema import cosine_momentum, ema_update, frozen_copy
+from selfsup.methods.parts.ema import ema_update, frozen_copy
+from selfsup.schedules import cosine_momentum
 from selfsup.heads import mlp
 from selfsup.losses import info_nce
 from selfsup.methods.base import StepOutput

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from selfsup.engine.queue import FeatureQueue
+from selfsup.methods.parts.queue import FeatureQueue
 from selfsup.heads import mlp
 from selfsup.losses import info_nce
 from selfsup.methods.base import StepOutput

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from selfsup.engine.queue import FeatureQueue
+from selfsup.methods.parts.queue import FeatureQueue
 from selfsup.heads import Prototypes, mlp
 from selfsup.losses import swav_loss
 from selfsup.methods.base import StepOutput

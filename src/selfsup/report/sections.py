@@ -251,7 +251,7 @@ def _visible_patches(masks: dict, sample: int, position: int | None, num_patches
 def augmented_views(ctx: RunContext, samples: int = 4) -> str:
     """The first training samples of epoch 0 through the method's own ViewSpec (views are seeded by run seed,
     epoch and sample index, so these are exactly the views the method trained on at its first step)."""
-    from selfsup.engine.loader import EpochBatchSampler, ViewCollate, ViewDataset
+    from selfsup.views.dataset import EpochBatchSampler, ViewCollate, ViewDataset
     from selfsup.run import build_run_method
 
     cfg = ctx.config

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from selfsup.engine.distributed import all_gather_no_grad
+from selfsup.dist import all_gather_no_grad
 
 
 class FeatureQueue(nn.Module):

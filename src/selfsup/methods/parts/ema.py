@@ -8,7 +8,6 @@ same (all-reduced) student weights, so teachers stay identical across ranks with
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 import torch.nn as nn
@@ -20,12 +19,6 @@ def frozen_copy(module: nn.Module) -> nn.Module:
     for param in teacher.parameters():
         param.requires_grad_(False)
     return teacher
-
-
-def cosine_momentum(progress: float, base: float, final: float = 1.0) -> float:
-    """Momentum rising from ``base`` to ``final`` on a half cosine over training (BYOL, section 3.2)."""
-    progress = min(max(progress, 0.0), 1.0)
-    return final - (final - base) * (math.cos(math.pi * progress) + 1) / 2
 
 
 @torch.no_grad()

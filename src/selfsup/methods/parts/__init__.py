@@ -1,0 +1,1 @@
+"""Parts several methods assemble: EMA teachers (momentum encoders) and feature queues."""
