@@ -53,7 +53,7 @@ def save_reconstructions(method: torch.nn.Module, source, run_dir: str | Path, i
         return None
     from PIL import Image
 
-    from selfsup.eval.features import eval_transform
+    from selfsup.views.preprocess import eval_transform
 
     device = next(method.parameters()).device
     images = torch.stack([eval_transform(source.get_image(i), image_size, mean, std)

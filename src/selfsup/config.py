@@ -152,7 +152,7 @@ def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     return keys
 
 
-def _friendly(error: ValidationError, model: type[BaseModel], where: str, prefix: str = "") -> ConfigError:
+def friendly_error(error: ValidationError, model: type[BaseModel], where: str, prefix: str = "") -> ConfigError:
     lines = []
     valid = _valid_keys(model)
     for item in error.errors():
@@ -176,7 +176,7 @@ def validate(raw: dict[str, Any], where: str = "config", model: type[BaseModel] 
     try:
         return model.model_validate(raw)
     except ValidationError as error:
-        raise _friendly(error, model, where) from None
+        raise friendly_error(error, model, where) from None
 
 
 def recipe_names() -> list[str]:

@@ -23,36 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import torchvision.transforms.v2.functional as TF
 from torch.utils.data import DataLoader, Dataset
+
+from selfsup.views.preprocess import eval_transform
 
 __all__ = ["extract_features", "raw_pixel_features", "eval_transform", "feature_cache_key"]
 
 _CACHE_FORMAT = "selfsup-features-v1"
-
-
-def eval_transform(image: torch.Tensor, image_size: int, mean, std) -> torch.Tensor:
-    """uint8 (C, H, W) -> float32 (len(mean), image_size, image_size), normalised.
-
-    A single-channel image is repeated to ``len(mean)`` channels; any other channel mismatch is an error.
-    """
-    if not isinstance(image, torch.Tensor) or image.ndim != 3:
-        got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise ValueError(f"expected an image tensor of shape (C, H, W), got {got}")
-    channels = len(mean)
-    if image.shape[0] != channels:
-        if image.shape[0] == 1:
-            image = image.expand(channels, -1, -1)
-        else:
-            raise ValueError(
-                f"image has {image.shape[0]} channels but mean/std have {channels} entries"
-            )
-    if image.dtype != torch.uint8:
-        raise TypeError(f"expected a uint8 image, got {image.dtype}")
-    image = TF.resize(image, [image_size], antialias=True)  # shorter side -> image_size
-    image = TF.center_crop(image, [image_size, image_size])
-    image = image.float().div_(255.0)
-    return TF.normalize(image, list(mean), list(std))
 
 
 class _EvalDataset(Dataset):

@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from selfsup.engine.optim import NO_DECAY_NAMES
 from selfsup.schedules import warmup_cosine
-from selfsup.eval.features import eval_transform
+from selfsup.views.preprocess import eval_transform
 from selfsup.views.augment import crop_box, resized_crop, sample_generator
 
 __all__ = ["FinetuneSettings", "finetune", "AugmentedImages", "train_batches", "top1_accuracy", "soft_targets",

@@ -1,72 +1,36 @@
-"""Method registry: one file per method, registered here by name."""
-from __future__ import annotations
+"""Methods: one file per method, each registered where it is defined (``@METHODS.register("simclr")``).
 
-import difflib
+Every module of this package is imported here, so a new method is one new file (plus its recipe); the
+parametrized tests take every registered method from :data:`METHODS`. The contract is
+:class:`~selfsup.methods.base.Method`.
+"""
+from __future__ import annotations
 
 import torch.nn as nn
 from pydantic import ValidationError
 
-from selfsup.config import ConfigError, _friendly
-from selfsup.methods.base import StepOutput
-from selfsup.methods.barlow_twins import BarlowTwins
-from selfsup.methods.byol import BYOL
-from selfsup.methods.cmae import CMAE
-from selfsup.methods.dino import DINO
-from selfsup.methods.ibot import IBOT
-from selfsup.methods.ijepa import IJEPA
-from selfsup.methods.lejepa import LeJEPA
-from selfsup.methods.mae import MAE
-from selfsup.methods.moco_v2 import MoCoV2
-from selfsup.methods.moco_v3 import MoCoV3
-from selfsup.methods.nnclr import NNCLR
-from selfsup.methods.rotnet import RotNet
-from selfsup.methods.simclr import SimCLR
-from selfsup.methods.simmim import SimMIM
-from selfsup.methods.simsiam import SimSiam
-from selfsup.methods.supcon import SupCon
-from selfsup.methods.swav import SwAV
-from selfsup.methods.vicreg import VICReg
+from selfsup.config import friendly_error
+from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
+from selfsup.registry import import_submodules
 
-METHODS: dict[str, type[nn.Module]] = {
-    "simclr": SimCLR,
-    "moco_v2": MoCoV2,
-    "moco_v3": MoCoV3,
-    "byol": BYOL,
-    "simsiam": SimSiam,
-    "barlow_twins": BarlowTwins,
-    "vicreg": VICReg,
-    "swav": SwAV,
-    "dino": DINO,
-    "nnclr": NNCLR,
-    "rotnet": RotNet,
-    "supcon": SupCon,  # supervised reference: needs labels
-    "ijepa": IJEPA,
-    "lejepa": LeJEPA,
-    "ibot": IBOT,
-    "mae": MAE,
-    "simmim": SimMIM,
-    "cmae": CMAE,
-}
+import_submodules(__name__, skip=("base", "common"))
 
 
-def method_class(name: str) -> type[nn.Module]:
-    if name not in METHODS:
-        close = difflib.get_close_matches(name, list(METHODS), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"config key 'method': unknown method '{name}'.{hint} Registered: {', '.join(sorted(METHODS))}")
-    return METHODS[name]
+def method_class(name: str) -> type[Method]:
+    return METHODS.get(name)
 
 
-def validate_method_options(name: str, options: dict):
+def validate_method_options(name: str, options: dict) -> MethodOptions:
     cls = method_class(name)
     try:
         return cls.Options.model_validate(options or {})
     except ValidationError as error:
-        raise _friendly(error, cls.Options, f"options of method '{name}'", prefix="method_options.") from None
+        raise friendly_error(error, cls.Options, f"options of method '{name}'", prefix="method_options.") from None
 
 
-def build_method(name: str, backbone: nn.Module, options: dict | None = None) -> nn.Module:
+def build_method(name: str, backbone: nn.Module, options: dict | None = None) -> Method:
     return method_class(name)(backbone, validate_method_options(name, options or {}))
 
 
-__all__ = ["METHODS", "StepOutput", "build_method", "method_class", "validate_method_options"]
+__all__ = ["METHODS", "Method", "MethodOptions", "StepOutput", "build_method", "method_class",
+           "validate_method_options"]

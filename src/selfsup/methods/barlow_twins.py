@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from selfsup.dist import broadcast_from_main
 from selfsup.heads import mlp
 from selfsup.losses import barlow_twins, mixed_barlow_regularizer
-from selfsup.methods.base import StepOutput
+from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
 from selfsup.methods.common import asymmetric_views
 
 
-class BarlowTwinsOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class BarlowTwinsOptions(MethodOptions):
     lambd: float = Field(0.0051, ge=0)  # weight of the off-diagonal (redundancy) term
     projector_dim: int = Field(8192, ge=1)  # hidden and output width
     crop_scale: tuple[float, float] = (0.08, 1.0)
@@ -35,7 +34,8 @@ class BarlowTwinsOptions(BaseModel):
     mix_alpha: float = Field(1.0, gt=0)  # mixup coefficient ~ Beta(alpha, alpha)
 
 
-class BarlowTwins(nn.Module):
+@METHODS.register("barlow_twins")
+class BarlowTwins(Method):
     Options = BarlowTwinsOptions
 
     def __init__(self, backbone: nn.Module, options: BarlowTwinsOptions):

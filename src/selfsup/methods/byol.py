@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from selfsup.methods.parts.ema import ema_update, frozen_copy
 from selfsup.schedules import cosine_momentum
 from selfsup.heads import mlp
 from selfsup.losses import negative_cosine
-from selfsup.methods.base import StepOutput
+from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
 from selfsup.methods.common import asymmetric_views
 
 
-class BYOLOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class BYOLOptions(MethodOptions):
     momentum: float = Field(0.996, ge=0, le=1)  # start of the cosine schedule to 1
     projector_hidden_dim: int = Field(4096, ge=1)
     projector_out_dim: int = Field(256, ge=1)
@@ -36,7 +35,8 @@ class BYOLOptions(BaseModel):
     solarize_p: tuple[float, float] = (0.0, 0.2)  # per view
 
 
-class BYOL(nn.Module):
+@METHODS.register("byol")
+class BYOL(Method):
     Options = BYOLOptions
     sync_batchnorm = True
 

@@ -28,21 +28,20 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from selfsup.backbones.vit import patchify
 from selfsup.methods.parts.ema import ema_update, frozen_copy
 from selfsup.schedules import cosine_momentum
 from selfsup.heads import MAEDecoder, mlp
 from selfsup.losses import info_nce, masked_patch_mse
-from selfsup.methods.base import StepOutput
+from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
 from selfsup.methods.common import simclr_crops
 from selfsup.methods.mae import encode_visible, mae_reconstruction, plain_crop, require_vit
 from selfsup.views import MaskSpec, RandomMask, ViewSpec
 
 
-class CMAEOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CMAEOptions(MethodOptions):
     mask_ratio: float = Field(0.65, ge=0, lt=1)  # the paper's best (table 8), a little below MAE's 0.75
     decoder_dim: int = Field(512, ge=4)
     decoder_depth: int = Field(8, ge=1)  # pixel decoder
@@ -60,7 +59,8 @@ class CMAEOptions(BaseModel):
     blur_p: float = Field(0.5, ge=0, le=1)
 
 
-class CMAE(nn.Module):
+@METHODS.register("cmae")
+class CMAE(Method):
     Options = CMAEOptions
 
     def __init__(self, backbone: nn.Module, options: CMAEOptions):

@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from selfsup.methods.parts.ema import ema_update, frozen_copy
 from selfsup.schedules import cosine_momentum, warmup_fraction
 from selfsup.heads import DINOHead
 from selfsup.losses import dino_loss, update_center
-from selfsup.methods.base import StepOutput
+from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
 from selfsup.methods.common import encode_by_resolution, multi_crop, simclr_crops
 
 
-class DINOOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DINOOptions(MethodOptions):
     out_dim: int = Field(65536, ge=2)  # K prototypes
     hidden_dim: int = Field(2048, ge=1)
     bottleneck_dim: int = Field(256, ge=1)
@@ -46,7 +45,8 @@ class DINOOptions(BaseModel):
     solarize_p: float = Field(0.1, ge=0, le=1)
 
 
-class DINO(nn.Module):
+@METHODS.register("dino")
+class DINO(Method):
     Options = DINOOptions
 
     def __init__(self, backbone: nn.Module, options: DINOOptions):

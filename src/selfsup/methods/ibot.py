@@ -30,19 +30,18 @@ import dataclasses
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from selfsup.methods.parts.ema import ema_update, frozen_copy
 from selfsup.schedules import cosine_momentum, warmup_fraction
 from selfsup.heads import DINOHead
 from selfsup.losses.distillation import dino_loss, masked_patch_distillation, update_center
-from selfsup.methods.base import StepOutput
+from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
 from selfsup.methods.common import encode_by_resolution, multi_crop, simclr_crops
 from selfsup.views import BlockMask, MaskSpec
 
 
-class IBOTOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class IBOTOptions(MethodOptions):
     out_dim: int = Field(8192, ge=2)  # K prototypes of the (shared) head
     patch_out_dim: int = Field(8192, ge=2)  # only with shared_head: false
     shared_head: bool = True
@@ -71,7 +70,8 @@ class IBOTOptions(BaseModel):
     solarize_p: float = Field(0.1, ge=0, le=1)
 
 
-class IBOT(nn.Module):
+@METHODS.register("ibot")
+class IBOT(Method):
     Options = IBOTOptions
 
     def __init__(self, backbone: nn.Module, options: IBOTOptions):

@@ -32,19 +32,18 @@ from typing import Literal
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from selfsup.backbones.vit import gather_tokens
 from selfsup.methods.parts.ema import ema_update, frozen_copy
 from selfsup.schedules import linear_ramp
 from selfsup.heads.jepa_predictor import JEPAPredictor
 from selfsup.losses.predictive import latent_prediction_loss
-from selfsup.methods.base import StepOutput
+from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
 from selfsup.views import CropSpec, MaskSpec, MultiBlockMask, ViewSpec
 
 
-class IJEPAOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class IJEPAOptions(MethodOptions):
     predictor_dim: int = Field(384, ge=4)  # ViT-H's predictor: 384 wide, 12 deep (paper, appendix A)
     predictor_depth: int = Field(12, ge=1)
     predictor_heads: int = Field(12, ge=1)
@@ -58,7 +57,8 @@ class IJEPAOptions(BaseModel):
     crop_scale: tuple[float, float] = (0.3, 1.0)
 
 
-class IJEPA(nn.Module):
+@METHODS.register("ijepa")
+class IJEPA(Method):
     Options = IJEPAOptions
 
     def __init__(self, backbone: nn.Module, options: IJEPAOptions):

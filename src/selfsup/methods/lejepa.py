@@ -22,18 +22,17 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from selfsup.heads import mlp
 from selfsup.losses.predictive import view_prediction_loss
 from selfsup.losses.sigreg import sigreg, sigreg_directions
-from selfsup.methods.base import StepOutput
+from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
 from selfsup.methods.common import encode_by_resolution, multi_crop
 from selfsup.views import CropSpec
 
 
-class LeJEPAOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class LeJEPAOptions(MethodOptions):
     lambd: float = Field(0.05, ge=0, le=1)  # the single trade-off weight (the paper's default)
     num_slices: int = Field(1024, ge=1)  # random directions per step
     num_knots: int = Field(17, ge=2)  # quadrature knots on [0, t_max]
@@ -49,7 +48,8 @@ class LeJEPAOptions(BaseModel):
     solarize_p: float = Field(0.2, ge=0, le=1)
 
 
-class LeJEPA(nn.Module):
+@METHODS.register("lejepa")
+class LeJEPA(Method):
     Options = LeJEPAOptions
 
     def __init__(self, backbone: nn.Module, options: LeJEPAOptions):

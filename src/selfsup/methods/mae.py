@@ -22,18 +22,17 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from selfsup.backbones.vit import patchify, unpatchify
 from selfsup.heads import MAEDecoder
 from selfsup.losses import masked_patch_mse
-from selfsup.methods.base import StepOutput
+from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
 from selfsup.views import CropSpec, MaskSpec, RandomMask, ViewSpec
 from selfsup.views.masks import draw_masks
 
 
-class MAEOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class MAEOptions(MethodOptions):
     mask_ratio: float = Field(0.75, ge=0, lt=1)
     decoder_dim: int = Field(512, ge=4)  # the paper's decoder: 8 blocks of width 512 (section 4, table 1)
     decoder_depth: int = Field(8, ge=1)
@@ -63,7 +62,8 @@ def plain_crop(scale: tuple[float, float], count: int = 1) -> CropSpec:
     return CropSpec(count=count, scale=tuple(scale), jitter_p=0.0, grayscale_p=0.0)
 
 
-class MAE(nn.Module):
+@METHODS.register("mae")
+class MAE(Method):
     Options = MAEOptions
 
     def __init__(self, backbone: nn.Module, options: MAEOptions):

@@ -16,27 +16,25 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from selfsup.methods.parts.ema import ema_update, frozen_copy
 from selfsup.schedules import cosine_momentum
 from selfsup.methods.parts.queue import FeatureQueue
 from selfsup.heads import mlp
 from selfsup.losses import info_nce, mochi_negatives
-from selfsup.methods.base import StepOutput
+from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
 from selfsup.methods.common import simclr_crops
 from selfsup.views import ViewSpec
 
 
-class MoCHiOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class MoCHiOptions(MethodOptions):
     num_hard: int = Field(1024, ge=2)  # N: how many of the hardest queue entries to mix from
     num_mix_pairs: int = Field(1024, ge=0)  # s: mixes of two hard negatives
     num_mix_query: int = Field(256, ge=0)  # s': mixes of the query with a hard negative
 
 
-class MoCoV2Options(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class MoCoV2Options(MethodOptions):
     temperature: float = Field(0.2, gt=0)
     queue_size: int = Field(65536, ge=1)
     momentum: float = Field(0.999, ge=0, le=1)
@@ -50,7 +48,8 @@ class MoCoV2Options(BaseModel):
     mochi: MoCHiOptions | None = None
 
 
-class MoCoV2(nn.Module):
+@METHODS.register("moco_v2")
+class MoCoV2(Method):
     Options = MoCoV2Options
 
     def __init__(self, backbone: nn.Module, options: MoCoV2Options):

@@ -13,19 +13,18 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from selfsup.methods.parts.ema import ema_update, frozen_copy
 from selfsup.schedules import cosine_momentum
 from selfsup.heads import mlp
 from selfsup.losses import info_nce
-from selfsup.methods.base import StepOutput
+from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
 from selfsup.methods.common import simclr_crops
 from selfsup.views import ViewSpec
 
 
-class MoCoV3Options(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class MoCoV3Options(MethodOptions):
     temperature: float = Field(0.2, gt=0)  # 0.2 for ViT, 1.0 for ResNet-50 in the paper
     momentum: float = Field(0.99, ge=0, le=1)  # start of the cosine schedule to 1
     projector_hidden_dim: int = Field(4096, ge=1)
@@ -37,7 +36,8 @@ class MoCoV3Options(BaseModel):
     solarize_p: float = Field(0.1, ge=0, le=1)
 
 
-class MoCoV3(nn.Module):
+@METHODS.register("moco_v3")
+class MoCoV3(Method):
     Options = MoCoV3Options
 
     def __init__(self, backbone: nn.Module, options: MoCoV3Options):

@@ -14,17 +14,16 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from selfsup.methods.parts.queue import FeatureQueue
 from selfsup.heads import mlp
 from selfsup.losses import info_nce
-from selfsup.methods.base import StepOutput
+from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
 from selfsup.methods.common import asymmetric_views
 
 
-class NNCLROptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class NNCLROptions(MethodOptions):
     temperature: float = Field(0.1, gt=0)
     support_set_size: int = Field(98304, ge=1)
     projector_hidden_dim: int = Field(2048, ge=1)
@@ -36,7 +35,8 @@ class NNCLROptions(BaseModel):
     solarize_p: tuple[float, float] = (0.0, 0.2)
 
 
-class NNCLR(nn.Module):
+@METHODS.register("nnclr")
+class NNCLR(Method):
     Options = NNCLROptions
 
     def __init__(self, backbone: nn.Module, options: NNCLROptions):

@@ -11,20 +11,20 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from selfsup.methods.base import StepOutput
+from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
 from selfsup.views import CropSpec, ViewSpec
 
 
-class RotNetOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RotNetOptions(MethodOptions):
     crop_scale: tuple[float, float] = (0.5, 1.0)  # mild: strong crops remove the cues of orientation
     flip_p: float = Field(0.5, ge=0, le=1)
     hidden_dim: int = Field(0, ge=0)  # 0: a linear classifier as in the paper; >0: an MLP head
 
 
-class RotNet(nn.Module):
+@METHODS.register("rotnet")
+class RotNet(Method):
     Options = RotNetOptions
 
     def __init__(self, backbone: nn.Module, options: RotNetOptions):

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from selfsup.heads import mlp
 from selfsup.losses import nt_xent
-from selfsup.methods.base import StepOutput
+from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
 from selfsup.views import CropSpec, ViewSpec
 
 
-class SimCLROptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SimCLROptions(MethodOptions):
     temperature: float = Field(0.5, gt=0)  # 0.5 for CIFAR-scale batches (paper, appendix B.9)
     projector_hidden_dim: int = Field(2048, ge=1)
     projector_out_dim: int = Field(128, ge=1)
@@ -29,7 +28,8 @@ class SimCLROptions(BaseModel):
     grayscale_p: float = Field(0.2, ge=0, le=1)
 
 
-class SimCLR(nn.Module):
+@METHODS.register("simclr")
+class SimCLR(Method):
     Options = SimCLROptions
 
     def __init__(self, backbone: nn.Module, options: SimCLROptions):

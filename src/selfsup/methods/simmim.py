@@ -20,18 +20,17 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from selfsup.backbones.vit import patch_mask_to_pixels
 from selfsup.losses import masked_pixel_l1
-from selfsup.methods.base import StepOutput
+from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
 from selfsup.methods.mae import plain_crop
 from selfsup.views import MaskSpec, RandomMask, ViewSpec
 from selfsup.views.masks import draw_masks
 
 
-class SimMIMOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SimMIMOptions(MethodOptions):
     mask_ratio: float = Field(0.6, gt=0, lt=1)
     mask_patch_size: int = Field(8, ge=1)  # pixels; a multiple of a ViT's patch size
     crop_scale: tuple[float, float] = (0.67, 1.0)  # the paper's RandomResizedCrop scale
@@ -51,7 +50,8 @@ def feature_stride(backbone: nn.Module, channels: int, probe: int = 64) -> tuple
     return probe // fmap.shape[-1], int(fmap.shape[1])
 
 
-class SimMIM(nn.Module):
+@METHODS.register("simmim")
+class SimMIM(Method):
     Options = SimMIMOptions
 
     def __init__(self, backbone: nn.Module, options: SimMIMOptions):

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from selfsup.heads import mlp
 from selfsup.losses import negative_cosine
-from selfsup.methods.base import StepOutput
+from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
 from selfsup.methods.common import simclr_crops
 from selfsup.views import ViewSpec
 
 
-class SimSiamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SimSiamOptions(MethodOptions):
     projector_dim: int = Field(2048, ge=1)  # hidden and output width of the projector
     predictor_hidden_dim: int = Field(512, ge=1)  # the bottleneck (paper: 512 for a 2048-d output)
     crop_scale: tuple[float, float] = (0.2, 1.0)
@@ -29,7 +28,8 @@ class SimSiamOptions(BaseModel):
     blur_p: float = Field(0.5, ge=0, le=1)
 
 
-class SimSiam(nn.Module):
+@METHODS.register("simsiam")
+class SimSiam(Method):
     Options = SimSiamOptions
     sync_batchnorm = True
 

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from selfsup.heads import mlp
 from selfsup.losses import supcon
-from selfsup.methods.base import StepOutput
+from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
 from selfsup.methods.common import simclr_crops
 from selfsup.views import ViewSpec
 
 
-class SupConOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SupConOptions(MethodOptions):
     temperature: float = Field(0.1, gt=0)
     projector_hidden_dim: int = Field(2048, ge=1)
     projector_out_dim: int = Field(128, ge=1)
@@ -27,7 +26,8 @@ class SupConOptions(BaseModel):
     colour_strength: float = Field(0.5, ge=0)
 
 
-class SupCon(nn.Module):
+@METHODS.register("supcon")
+class SupCon(Method):
     Options = SupConOptions
     needs_labels = True
 

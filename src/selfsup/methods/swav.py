@@ -12,20 +12,18 @@ depend on how the batch is split across ranks. BN reads batch statistics: SyncBa
 """
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from selfsup.methods.parts.queue import FeatureQueue
 from selfsup.heads import Prototypes, mlp
 from selfsup.losses import swav_loss
-from selfsup.methods.base import StepOutput
+from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
 from selfsup.methods.common import encode_by_resolution, multi_crop, simclr_crops
 
 
-class SwAVOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SwAVOptions(MethodOptions):
     num_prototypes: int = Field(3000, ge=2)
     temperature: float = Field(0.1, gt=0)
     epsilon: float = Field(0.05, gt=0)  # entropy regularisation of Sinkhorn
@@ -43,7 +41,8 @@ class SwAVOptions(BaseModel):
     freeze_prototypes: float = Field(0.01, ge=0, le=1)  # fraction of training with frozen prototypes
 
 
-class SwAV(nn.Module):
+@METHODS.register("swav")
+class SwAV(Method):
     Options = SwAVOptions
     sync_batchnorm = True
 

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from selfsup.heads import mlp
 from selfsup.losses import vicreg
-from selfsup.methods.base import StepOutput
+from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
 from selfsup.methods.common import asymmetric_views
 
 
-class VICRegOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class VICRegOptions(MethodOptions):
     sim_weight: float = Field(25.0, ge=0)
     var_weight: float = Field(25.0, ge=0)
     cov_weight: float = Field(1.0, ge=0)
@@ -32,7 +31,8 @@ class VICRegOptions(BaseModel):
     solarize_p: tuple[float, float] = (0.0, 0.2)
 
 
-class VICReg(nn.Module):
+@METHODS.register("vicreg")
+class VICReg(Method):
     Options = VICRegOptions
 
     def __init__(self, backbone: nn.Module, options: VICRegOptions):

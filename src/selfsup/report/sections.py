@@ -319,7 +319,7 @@ def run_images(ctx: RunContext) -> str:
 def vit_attention(ctx: RunContext, count: int = 6) -> str:
     """Class-token attention of the last block over the patches, for a few test images."""
     from selfsup.backbones.vit import ViTBackbone
-    from selfsup.eval.features import eval_transform
+    from selfsup.views.preprocess import eval_transform
     from selfsup.report.attention import class_token_attention
 
     backbone = ctx.backbone

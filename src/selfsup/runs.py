@@ -1,0 +1,90 @@
+"""The run directory (docs/ARCHITECTURE.md, "Runs"): its file names, and loading what a run is made of.
+
+``train``, ``eval``, the report, ``bench`` and the CLI import this module instead of importing each other:
+
+- the file names of ``runs/<name>/`` (:data:`CONFIG_FILE`, :data:`RESULTS_FILE`, ...);
+- :func:`load_run_config`: a run's resolved config, with a message when the folder is not a run;
+- :func:`open_run_data`: the data of a config, as ``train`` opens it;
+- :func:`run_preprocess`: the image size and normalisation (from the config, or measured on the data);
+- :func:`build_run_method`: the seeded backbone and method of a config, checked against its data.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from selfsup.backbones import build_backbone
+from selfsup.config import Config, ConfigError, load_config
+from selfsup.data import DataSplits, channel_stats, open_data
+from selfsup.methods import Method, build_method
+from selfsup.views.preprocess import Preprocess
+from selfsup.views.spec import without_flips
+
+CONFIG_FILE = "config.yaml"
+ENV_FILE = "env.json"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "train_summary.json"
+RESULTS_FILE = "results.json"
+BAD_FILES = "bad_files.txt"
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_FILE = "last.pt"
+
+
+def checkpoint_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / CHECKPOINT_FILE
+
+
+def is_run_dir(path: str | Path) -> bool:
+    return (Path(path) / CONFIG_FILE).exists()
+
+
+def load_run_config(run_dir: str | Path) -> Config:
+    run_dir = Path(run_dir)
+    if not is_run_dir(run_dir):
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
+    return load_config(run_dir / CONFIG_FILE)
+
+
+def open_run_data(cfg: Config, data: str | None = None, channels: int | None = None) -> DataSplits:
+    """The data of ``cfg`` (or ``data`` in its place), opened with the config's data options."""
+    return open_data(data or cfg.data.source, channels=channels or cfg.data.channels,
+                     max_bad_fraction=cfg.data.max_bad_fraction, seed=cfg.seed,
+                     holdout_fraction=cfg.data.holdout_fraction)
+
+
+def run_preprocess(cfg: Config, source) -> Preprocess:
+    """``data.image_size`` with ``data.mean`` / ``data.std``, or the source's own statistics, or measured ones."""
+    if cfg.data.mean is not None and cfg.data.std is not None:
+        mean, std = cfg.data.mean, cfg.data.std
+    elif hasattr(source, "mean") and hasattr(source, "std"):
+        mean, std = source.mean, source.std
+    else:
+        mean, std = channel_stats(source)
+    return Preprocess(cfg.data.image_size, mean, std)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_run_method(cfg: Config, train_source) -> Method:
+    """The seeded backbone and method of a run, checked against its data, as ``train`` and ``bench`` build them.
+
+    ``data.hflip`` (None: the data's own ``flips_preserve_labels``, True when it does not say) turns horizontal
+    flips off in every view of the method."""
+    seed_everything(cfg.seed)
+    backbone = build_backbone(cfg.backbone.name, cfg.data.channels, **cfg.backbone.options)
+    method = build_method(cfg.method, backbone, cfg.method_options)
+    if method.needs_labels and train_source.labels is None:
+        raise ConfigError(f"config key 'method': '{cfg.method}' is supervised and needs labels, but "
+                          f"{cfg.data.source} has none: use class sub-folders or an npz with labels, or a "
+                          "self-supervised method")
+    flips = cfg.data.hflip if cfg.data.hflip is not None else getattr(train_source, "flips_preserve_labels", True)
+    if not flips:
+        method.views = without_flips(method.views)
+    return method
