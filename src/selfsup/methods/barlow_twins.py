@@ -19,17 +19,13 @@ from pydantic import Field
 from selfsup.dist import broadcast_from_main
 from selfsup.heads import mlp
 from selfsup.losses import barlow_twins, mixed_barlow_regularizer
-from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
-from selfsup.methods.common import asymmetric_views
+from selfsup.methods.base import METHODS, Method, StepOutput
+from selfsup.methods.common import AsymmetricViewsOptions
 
 
-class BarlowTwinsOptions(MethodOptions):
+class BarlowTwinsOptions(AsymmetricViewsOptions):
     lambd: float = Field(0.0051, ge=0)  # weight of the off-diagonal (redundancy) term
     projector_dim: int = Field(8192, ge=1)  # hidden and output width
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    colour_strength: float = Field(0.5, ge=0)
-    blur_p: tuple[float, float] = (1.0, 0.1)  # per view, as BYOL
-    solarize_p: tuple[float, float] = (0.0, 0.2)
     mixed_weight: float = Field(0.0, ge=0)  # weight of the mixed-sample regulariser; 0 turns it off
     mix_alpha: float = Field(1.0, gt=0)  # mixup coefficient ~ Beta(alpha, alpha)
 
@@ -37,6 +33,7 @@ class BarlowTwinsOptions(MethodOptions):
 @METHODS.register("barlow_twins")
 class BarlowTwins(Method):
     Options = BarlowTwinsOptions
+    test_options = {"projector_dim": 32, "mixed_weight": 1.0}
 
     def __init__(self, backbone: nn.Module, options: BarlowTwinsOptions):
         super().__init__()
@@ -44,7 +41,7 @@ class BarlowTwins(Method):
         self.backbone = backbone
         dim = options.projector_dim
         self.projector = mlp(backbone.num_features, dim, dim, num_layers=3)
-        self.views = asymmetric_views(options.crop_scale, options.colour_strength, options.blur_p, options.solarize_p)
+        self.views = options.asymmetric_views()
 
     def forward(self, batch: dict) -> StepOutput:
         view_a, view_b = batch["views"]

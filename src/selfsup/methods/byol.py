@@ -20,24 +20,21 @@ from selfsup.methods.parts.ema import ema_update, frozen_copy
 from selfsup.schedules import cosine_momentum
 from selfsup.heads import mlp
 from selfsup.losses import negative_cosine
-from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
-from selfsup.methods.common import asymmetric_views
+from selfsup.methods.base import METHODS, Method, StepOutput
+from selfsup.methods.common import AsymmetricViewsOptions
 
 
-class BYOLOptions(MethodOptions):
+class BYOLOptions(AsymmetricViewsOptions):
     momentum: float = Field(0.996, ge=0, le=1)  # start of the cosine schedule to 1
     projector_hidden_dim: int = Field(4096, ge=1)
     projector_out_dim: int = Field(256, ge=1)
     predictor_hidden_dim: int = Field(4096, ge=1)
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    colour_strength: float = Field(0.5, ge=0)
-    blur_p: tuple[float, float] = (1.0, 0.1)  # per view
-    solarize_p: tuple[float, float] = (0.0, 0.2)  # per view
 
 
 @METHODS.register("byol")
 class BYOL(Method):
     Options = BYOLOptions
+    test_options = {"projector_hidden_dim": 32, "projector_out_dim": 16, "predictor_hidden_dim": 32}
     sync_batchnorm = True
 
     def __init__(self, backbone: nn.Module, options: BYOLOptions):
@@ -50,7 +47,7 @@ class BYOL(Method):
         self.target_backbone = frozen_copy(backbone)
         self.target_projector = frozen_copy(self.projector)
         self.momentum = options.momentum
-        self.views = asymmetric_views(options.crop_scale, options.colour_strength, options.blur_p, options.solarize_p)
+        self.views = options.asymmetric_views()
 
     def on_step(self, progress: float) -> None:
         self.momentum = cosine_momentum(progress, self.options.momentum)

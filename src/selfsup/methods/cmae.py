@@ -37,7 +37,7 @@ from selfsup.heads import MAEDecoder, mlp
 from selfsup.losses import info_nce, masked_patch_mse
 from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
 from selfsup.methods.common import simclr_crops
-from selfsup.methods.mae import encode_visible, mae_reconstruction, plain_crop, require_vit
+from selfsup.methods.mae import encode_visible, mae_reconstruction, plain_crop
 from selfsup.views import MaskSpec, RandomMask, ViewSpec
 
 
@@ -62,10 +62,12 @@ class CMAEOptions(MethodOptions):
 @METHODS.register("cmae")
 class CMAE(Method):
     Options = CMAEOptions
+    needs_vit = True
+    test_options = {"decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2, "feature_decoder_depth": 1,
+                    "projector_hidden_dim": 32, "projector_out_dim": 16}
 
     def __init__(self, backbone: nn.Module, options: CMAEOptions):
         super().__init__()
-        require_vit(backbone, "CMAE")
         self.options = options
         self.backbone = backbone
         self.patch_size = backbone.patch_size

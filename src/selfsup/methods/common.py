@@ -1,12 +1,23 @@
-"""Pieces several methods assemble: the standard view recipes and the multi-crop forward."""
+"""Pieces several methods assemble: the standard view recipes, the option groups that configure them, the
+multi-crop forward, and the check that a method's backbone gives token access."""
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import Annotated
 
 import torch
+import torch.nn as nn
+from pydantic import Field
 
+from selfsup.methods.base import MethodOptions
 from selfsup.views import CropSpec, ViewSpec
+
+Probability = Annotated[float, Field(ge=0, le=1)]
+Strength = Annotated[float, Field(ge=0)]
+Scale = tuple[float, float]  # area fractions of a random resized crop
+LocalSize = Annotated[int, Field(ge=4)]  # pixels
+Count = Annotated[int, Field(ge=0)]
 
 
 def simclr_crops(count: int = 2, scale=(0.08, 1.0), colour_strength: float = 0.5, blur_p: float = 0.0,
@@ -33,6 +44,55 @@ def multi_crop(global_crop: CropSpec, num_local: int, local_size: int, local_sca
     if num_local:
         crops.append(dataclasses.replace(global_crop, count=num_local, size=local_size, scale=tuple(local_scale)))
     return ViewSpec(crops=tuple(crops))
+
+
+class SameViewsOptions(MethodOptions):
+    """Views that all follow one SimCLR recipe (:func:`simclr_crops`); methods override the defaults."""
+
+    crop_scale: Scale = (0.08, 1.0)
+    colour_strength: Strength = 0.5  # s: jitter 0.8s brightness/contrast/saturation, 0.2s hue
+    blur_p: Probability = 0.5
+    grayscale_p: Probability = 0.2
+    solarize_p: Probability = 0.0
+
+    def same_views(self, count: int = 2) -> ViewSpec:
+        return ViewSpec(crops=(simclr_crops(count, self.crop_scale, self.colour_strength, self.blur_p,
+                                            self.grayscale_p, self.solarize_p),))
+
+
+class AsymmetricViewsOptions(MethodOptions):
+    """Two views with their own blur and solarize probabilities (:func:`asymmetric_views`)."""
+
+    crop_scale: Scale = (0.08, 1.0)
+    colour_strength: Strength = 0.5
+    blur_p: tuple[Probability, Probability] = (1.0, 0.1)  # per view
+    solarize_p: tuple[Probability, Probability] = (0.0, 0.2)  # per view
+
+    def asymmetric_views(self) -> ViewSpec:
+        return asymmetric_views(self.crop_scale, self.colour_strength, self.blur_p, self.solarize_p)
+
+
+class MultiCropOptions(MethodOptions):
+    """Two global crops of the SimCLR recipe and ``num_local_crops`` small ones (:func:`multi_crop`); the
+    defaults are DINO's (Caron et al., ICCV 2021) at 32 px."""
+
+    num_local_crops: Count = 6
+    local_size: LocalSize = 16  # pixels (96 next to 224-px global crops at ImageNet scale)
+    global_scale: Scale = (0.4, 1.0)
+    local_scale: Scale = (0.05, 0.4)
+    colour_strength: Strength = 0.5
+    blur_p: Probability = 0.5
+    solarize_p: Probability = 0.1
+
+    def multi_crop_views(self) -> ViewSpec:
+        crop = simclr_crops(2, self.global_scale, self.colour_strength, self.blur_p, solarize_p=self.solarize_p)
+        return multi_crop(crop, self.num_local_crops, self.local_size, self.local_scale)
+
+
+def has_token_access(backbone: nn.Module) -> bool:
+    """Whether ``backbone`` gives token-level access (``forward_tokens``: ViTs), as masked and predictive
+    methods (``Method.needs_vit``) require."""
+    return hasattr(backbone, "forward_tokens")
 
 
 def encode_by_resolution(encode: Callable[[torch.Tensor], torch.Tensor],

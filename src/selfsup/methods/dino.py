@@ -20,11 +20,11 @@ from selfsup.methods.parts.ema import ema_update, frozen_copy
 from selfsup.schedules import cosine_momentum, warmup_fraction
 from selfsup.heads import DINOHead
 from selfsup.losses import dino_loss, update_center
-from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
-from selfsup.methods.common import encode_by_resolution, multi_crop, simclr_crops
+from selfsup.methods.base import METHODS, Method, StepOutput
+from selfsup.methods.common import MultiCropOptions, encode_by_resolution
 
 
-class DINOOptions(MethodOptions):
+class DINOOptions(MultiCropOptions):
     out_dim: int = Field(65536, ge=2)  # K prototypes
     hidden_dim: int = Field(2048, ge=1)
     bottleneck_dim: int = Field(256, ge=1)
@@ -36,18 +36,13 @@ class DINOOptions(MethodOptions):
     center_momentum: float = Field(0.9, ge=0, lt=1)
     momentum: float = Field(0.996, ge=0, le=1)  # teacher EMA, cosine to 1
     freeze_last_layer: float = Field(0.01, ge=0, le=1)  # fraction of training (the first epoch of 100)
-    num_local_crops: int = Field(6, ge=0)
-    local_size: int = Field(16, ge=4)
-    global_scale: tuple[float, float] = (0.4, 1.0)
-    local_scale: tuple[float, float] = (0.05, 0.4)
-    colour_strength: float = Field(0.5, ge=0)
-    blur_p: float = Field(0.5, ge=0, le=1)
-    solarize_p: float = Field(0.1, ge=0, le=1)
 
 
 @METHODS.register("dino")
 class DINO(Method):
     Options = DINOOptions
+    test_options = {"out_dim": 32, "hidden_dim": 32, "bottleneck_dim": 16, "num_local_crops": 2, "local_size": 8,
+                    "freeze_last_layer": 0.5}
 
     def __init__(self, backbone: nn.Module, options: DINOOptions):
         super().__init__()
@@ -61,9 +56,7 @@ class DINO(Method):
         self.sync_batchnorm = options.head_batch_norm
         self.momentum = options.momentum
         self.teacher_temperature = options.warmup_teacher_temperature
-        self.views = multi_crop(simclr_crops(2, options.global_scale, options.colour_strength, options.blur_p,
-                                             solarize_p=options.solarize_p),
-                                options.num_local_crops, options.local_size, options.local_scale)
+        self.views = options.multi_crop_views()
 
     def on_step(self, progress: float) -> None:
         o = self.options

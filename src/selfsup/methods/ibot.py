@@ -36,12 +36,12 @@ from selfsup.methods.parts.ema import ema_update, frozen_copy
 from selfsup.schedules import cosine_momentum, warmup_fraction
 from selfsup.heads import DINOHead
 from selfsup.losses.distillation import dino_loss, masked_patch_distillation, update_center
-from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
-from selfsup.methods.common import encode_by_resolution, multi_crop, simclr_crops
+from selfsup.methods.base import METHODS, Method, StepOutput
+from selfsup.methods.common import Count, MultiCropOptions, encode_by_resolution
 from selfsup.views import BlockMask, MaskSpec
 
 
-class IBOTOptions(MethodOptions):
+class IBOTOptions(MultiCropOptions):
     out_dim: int = Field(8192, ge=2)  # K prototypes of the (shared) head
     patch_out_dim: int = Field(8192, ge=2)  # only with shared_head: false
     shared_head: bool = True
@@ -61,24 +61,18 @@ class IBOTOptions(MethodOptions):
     lambda2: float = Field(1.0, ge=0)  # masked patch loss weight
     mask_ratio: float = Field(0.3, ge=0, lt=1)
     mask_min_block: int = Field(4, ge=1)  # patches; iBOT uses 16 on a 14 x 14 grid, 4 suits 8 x 8
-    num_local_crops: int = Field(10, ge=0)
-    local_size: int = Field(16, ge=4)
-    global_scale: tuple[float, float] = (0.4, 1.0)  # DINO's multi-crop split
-    local_scale: tuple[float, float] = (0.05, 0.4)
-    colour_strength: float = Field(0.5, ge=0)
-    blur_p: float = Field(0.5, ge=0, le=1)
-    solarize_p: float = Field(0.1, ge=0, le=1)
+    num_local_crops: Count = 10
 
 
 @METHODS.register("ibot")
 class IBOT(Method):
     Options = IBOTOptions
+    needs_vit = True
+    test_options = {"out_dim": 32, "hidden_dim": 32, "bottleneck_dim": 16, "num_local_crops": 2, "local_size": 8,
+                    "freeze_last_layer": 0.5}
 
     def __init__(self, backbone: nn.Module, options: IBOTOptions):
         super().__init__()
-        if not hasattr(backbone, "forward_tokens"):
-            raise ValueError(f"iBOT needs a ViT backbone (vit_micro_cpu, vit_tiny_cpu or timm:vit_*), got "
-                             f"{type(backbone).__name__}")
         o = self.options = options
         self.backbone = backbone
         self.mask_token = nn.Parameter(torch.zeros(backbone.embed_dim))  # zero-initialised, as in iBOT
@@ -93,8 +87,7 @@ class IBOT(Method):
         self.momentum = o.momentum
         self.teacher_temperature = o.warmup_teacher_temperature
         self.teacher_patch_temperature = o.warmup_teacher_patch_temperature
-        views = multi_crop(simclr_crops(2, o.global_scale, o.colour_strength, o.blur_p, solarize_p=o.solarize_p),
-                           o.num_local_crops, o.local_size, o.local_scale)
+        views = o.multi_crop_views()
         mask = BlockMask(ratio=o.mask_ratio, min_block=o.mask_min_block)
         self.views = dataclasses.replace(views, masks=MaskSpec(mask, patch_size=backbone.patch_size, views=(0, 1)))
 

@@ -60,12 +60,11 @@ class IJEPAOptions(MethodOptions):
 @METHODS.register("ijepa")
 class IJEPA(Method):
     Options = IJEPAOptions
+    needs_vit = True
+    test_options = {"predictor_dim": 16, "predictor_depth": 1, "predictor_heads": 2}
 
     def __init__(self, backbone: nn.Module, options: IJEPAOptions):
         super().__init__()
-        if not hasattr(backbone, "forward_tokens"):
-            raise ValueError(f"I-JEPA needs a ViT backbone (vit_micro_cpu, vit_tiny_cpu or timm:vit_*), got "
-                             f"{type(backbone).__name__}")
         self.options = options
         self.backbone = backbone  # the context encoder
         self.target_backbone = frozen_copy(backbone)

@@ -51,6 +51,7 @@ class LeJEPAOptions(MethodOptions):
 @METHODS.register("lejepa")
 class LeJEPA(Method):
     Options = LeJEPAOptions
+    test_options = {"num_slices": 32, "projector_hidden_dim": 32, "num_local_crops": 2, "local_size": 8}
 
     def __init__(self, backbone: nn.Module, options: LeJEPAOptions):
         super().__init__()

@@ -41,14 +41,6 @@ class MAEOptions(MethodOptions):
     crop_scale: tuple[float, float] = (0.2, 1.0)  # random resized crop, no colour jitter (appendix A.1)
 
 
-def require_vit(backbone: nn.Module, method: str) -> None:
-    """Token-level methods need a ViT: fail at build time with what to use instead."""
-    if not hasattr(backbone, "forward_tokens"):
-        name = getattr(backbone, "spec", {}).get("name", type(backbone).__name__)
-        raise ValueError(f"{method} needs a ViT backbone (vit_micro_cpu, vit_tiny_cpu or timm:vit_*), got "
-                         f"'{name}'; set backbone.name=vit_micro_cpu")
-
-
 def encode_visible(backbone: nn.Module, images: torch.Tensor, visible: torch.Tensor):
     """The ViT on the ``visible`` (B, K) patches only: (tokens, prefix tokens (B, P, D) or None, patch grid)."""
     tokens = backbone.forward_tokens(images, keep_indices=visible)
@@ -65,10 +57,11 @@ def plain_crop(scale: tuple[float, float], count: int = 1) -> CropSpec:
 @METHODS.register("mae")
 class MAE(Method):
     Options = MAEOptions
+    needs_vit = True
+    test_options = {"decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2}
 
     def __init__(self, backbone: nn.Module, options: MAEOptions):
         super().__init__()
-        require_vit(backbone, "MAE")
         self.options = options
         self.backbone = backbone
         self.patch_size = backbone.patch_size

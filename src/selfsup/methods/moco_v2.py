@@ -24,8 +24,7 @@ from selfsup.methods.parts.queue import FeatureQueue
 from selfsup.heads import mlp
 from selfsup.losses import info_nce, mochi_negatives
 from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
-from selfsup.methods.common import simclr_crops
-from selfsup.views import ViewSpec
+from selfsup.methods.common import SameViewsOptions, Scale
 
 
 class MoCHiOptions(MethodOptions):
@@ -34,7 +33,7 @@ class MoCHiOptions(MethodOptions):
     num_mix_query: int = Field(256, ge=0)  # s': mixes of the query with a hard negative
 
 
-class MoCoV2Options(MethodOptions):
+class MoCoV2Options(SameViewsOptions):
     temperature: float = Field(0.2, gt=0)
     queue_size: int = Field(65536, ge=1)
     momentum: float = Field(0.999, ge=0, le=1)
@@ -42,15 +41,15 @@ class MoCoV2Options(MethodOptions):
     symmetric: bool = False  # both views as queries (as in MoCo v3); the paper's v2 loss is asymmetric
     projector_hidden_dim: int = Field(2048, ge=1)
     projector_out_dim: int = Field(128, ge=1)
-    crop_scale: tuple[float, float] = (0.2, 1.0)
-    colour_strength: float = Field(0.5, ge=0)
-    blur_p: float = Field(0.5, ge=0, le=1)
+    crop_scale: Scale = (0.2, 1.0)
     mochi: MoCHiOptions | None = None
 
 
 @METHODS.register("moco_v2")
 class MoCoV2(Method):
     Options = MoCoV2Options
+    test_options = {"projector_hidden_dim": 32, "projector_out_dim": 16, "queue_size": 64,
+                    "mochi": {"num_hard": 16, "num_mix_pairs": 8, "num_mix_query": 4}}
 
     def __init__(self, backbone: nn.Module, options: MoCoV2Options):
         super().__init__()
@@ -63,7 +62,7 @@ class MoCoV2(Method):
         self.key_projector = frozen_copy(self.projector)
         self.queue = FeatureQueue(options.queue_size, options.projector_out_dim)
         self.momentum = options.momentum
-        self.views = ViewSpec(crops=(simclr_crops(2, options.crop_scale, options.colour_strength, options.blur_p),))
+        self.views = options.same_views(2)
 
     def on_step(self, progress: float) -> None:
         if self.options.momentum_schedule:

@@ -19,26 +19,24 @@ from selfsup.methods.parts.ema import ema_update, frozen_copy
 from selfsup.schedules import cosine_momentum
 from selfsup.heads import mlp
 from selfsup.losses import info_nce
-from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
-from selfsup.methods.common import simclr_crops
+from selfsup.methods.base import METHODS, Method, StepOutput
+from selfsup.methods.common import Probability, SameViewsOptions, simclr_crops
 from selfsup.views import ViewSpec
 
 
-class MoCoV3Options(MethodOptions):
+class MoCoV3Options(SameViewsOptions):
     temperature: float = Field(0.2, gt=0)  # 0.2 for ViT, 1.0 for ResNet-50 in the paper
     momentum: float = Field(0.99, ge=0, le=1)  # start of the cosine schedule to 1
     projector_hidden_dim: int = Field(4096, ge=1)
     projector_out_dim: int = Field(256, ge=1)
     predictor_hidden_dim: int = Field(4096, ge=1)
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    colour_strength: float = Field(0.5, ge=0)
-    blur_p: float = Field(0.5, ge=0, le=1)
-    solarize_p: float = Field(0.1, ge=0, le=1)
+    solarize_p: Probability = 0.1
 
 
 @METHODS.register("moco_v3")
 class MoCoV3(Method):
     Options = MoCoV3Options
+    test_options = {"projector_hidden_dim": 32, "projector_out_dim": 16, "predictor_hidden_dim": 32}
 
     def __init__(self, backbone: nn.Module, options: MoCoV3Options):
         super().__init__()

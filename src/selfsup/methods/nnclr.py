@@ -19,25 +19,23 @@ from pydantic import Field
 from selfsup.methods.parts.queue import FeatureQueue
 from selfsup.heads import mlp
 from selfsup.losses import info_nce
-from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
-from selfsup.methods.common import asymmetric_views
+from selfsup.methods.base import METHODS, Method, StepOutput
+from selfsup.methods.common import AsymmetricViewsOptions
 
 
-class NNCLROptions(MethodOptions):
+class NNCLROptions(AsymmetricViewsOptions):
     temperature: float = Field(0.1, gt=0)
     support_set_size: int = Field(98304, ge=1)
     projector_hidden_dim: int = Field(2048, ge=1)
     projector_out_dim: int = Field(256, ge=1)
     predictor_hidden_dim: int = Field(4096, ge=1)
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    colour_strength: float = Field(0.5, ge=0)
-    blur_p: tuple[float, float] = (1.0, 0.1)
-    solarize_p: tuple[float, float] = (0.0, 0.2)
 
 
 @METHODS.register("nnclr")
 class NNCLR(Method):
     Options = NNCLROptions
+    test_options = {"support_set_size": 64, "projector_hidden_dim": 32, "projector_out_dim": 16,
+                    "predictor_hidden_dim": 32}
 
     def __init__(self, backbone: nn.Module, options: NNCLROptions):
         super().__init__()
@@ -48,7 +46,7 @@ class NNCLR(Method):
                              last_batch_norm=True)
         self.predictor = mlp(dim, options.predictor_hidden_dim, dim)
         self.support_set = FeatureQueue(options.support_set_size, dim)
-        self.views = asymmetric_views(options.crop_scale, options.colour_strength, options.blur_p, options.solarize_p)
+        self.views = options.asymmetric_views()
 
     def forward(self, batch: dict) -> StepOutput:
         projections = self.projector(self.backbone(torch.cat(batch["views"])))

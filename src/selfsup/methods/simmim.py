@@ -53,6 +53,7 @@ def feature_stride(backbone: nn.Module, channels: int, probe: int = 64) -> tuple
 @METHODS.register("simmim")
 class SimMIM(Method):
     Options = SimMIMOptions
+    test_options = {"mask_patch_size": 8}  # on the small ResNet (pixel-space masking); ViT: test_masked_methods.py
 
     def __init__(self, backbone: nn.Module, options: SimMIMOptions):
         super().__init__()

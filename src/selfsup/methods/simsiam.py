@@ -15,22 +15,20 @@ from pydantic import Field
 
 from selfsup.heads import mlp
 from selfsup.losses import negative_cosine
-from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
-from selfsup.methods.common import simclr_crops
-from selfsup.views import ViewSpec
+from selfsup.methods.base import METHODS, Method, StepOutput
+from selfsup.methods.common import SameViewsOptions, Scale
 
 
-class SimSiamOptions(MethodOptions):
+class SimSiamOptions(SameViewsOptions):
     projector_dim: int = Field(2048, ge=1)  # hidden and output width of the projector
     predictor_hidden_dim: int = Field(512, ge=1)  # the bottleneck (paper: 512 for a 2048-d output)
-    crop_scale: tuple[float, float] = (0.2, 1.0)
-    colour_strength: float = Field(0.5, ge=0)
-    blur_p: float = Field(0.5, ge=0, le=1)
+    crop_scale: Scale = (0.2, 1.0)
 
 
 @METHODS.register("simsiam")
 class SimSiam(Method):
     Options = SimSiamOptions
+    test_options = {"projector_dim": 32, "predictor_hidden_dim": 8}
     sync_batchnorm = True
 
     def __init__(self, backbone: nn.Module, options: SimSiamOptions):
@@ -39,7 +37,7 @@ class SimSiam(Method):
         dim = options.projector_dim
         self.projector = mlp(backbone.num_features, dim, dim, num_layers=3, last_batch_norm=True)
         self.predictor = mlp(dim, options.predictor_hidden_dim, dim, num_layers=2)
-        self.views = ViewSpec(crops=(simclr_crops(2, options.crop_scale, options.colour_strength, options.blur_p),))
+        self.views = options.same_views(2)
 
     def forward(self, batch: dict) -> StepOutput:
         projections = self.projector(self.backbone(torch.cat(batch["views"])))

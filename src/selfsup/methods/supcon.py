@@ -13,22 +13,21 @@ from pydantic import Field
 
 from selfsup.heads import mlp
 from selfsup.losses import supcon
-from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
-from selfsup.methods.common import simclr_crops
-from selfsup.views import ViewSpec
+from selfsup.methods.base import METHODS, Method, StepOutput
+from selfsup.methods.common import Probability, SameViewsOptions
 
 
-class SupConOptions(MethodOptions):
+class SupConOptions(SameViewsOptions):
     temperature: float = Field(0.1, gt=0)
     projector_hidden_dim: int = Field(2048, ge=1)
     projector_out_dim: int = Field(128, ge=1)
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    colour_strength: float = Field(0.5, ge=0)
+    blur_p: Probability = 0.0
 
 
 @METHODS.register("supcon")
 class SupCon(Method):
     Options = SupConOptions
+    test_options = {"projector_hidden_dim": 32, "projector_out_dim": 16}
     needs_labels = True
 
     def __init__(self, backbone: nn.Module, options: SupConOptions):
@@ -36,7 +35,7 @@ class SupCon(Method):
         self.backbone = backbone
         self.temperature = options.temperature
         self.projector = mlp(backbone.num_features, options.projector_hidden_dim, options.projector_out_dim)
-        self.views = ViewSpec(crops=(simclr_crops(2, options.crop_scale, options.colour_strength),))
+        self.views = options.same_views(2)
 
     def forward(self, batch: dict) -> StepOutput:
         labels = batch["label"]

@@ -19,23 +19,21 @@ from pydantic import Field
 from selfsup.methods.parts.queue import FeatureQueue
 from selfsup.heads import Prototypes, mlp
 from selfsup.losses import swav_loss
-from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
-from selfsup.methods.common import encode_by_resolution, multi_crop, simclr_crops
+from selfsup.methods.base import METHODS, Method, StepOutput
+from selfsup.methods.common import MultiCropOptions, Probability, Scale, Strength, encode_by_resolution
 
 
-class SwAVOptions(MethodOptions):
+class SwAVOptions(MultiCropOptions):
     num_prototypes: int = Field(3000, ge=2)
     temperature: float = Field(0.1, gt=0)
     epsilon: float = Field(0.05, gt=0)  # entropy regularisation of Sinkhorn
     sinkhorn_iterations: int = Field(3, ge=1)
     projector_hidden_dim: int = Field(2048, ge=1)
     projector_out_dim: int = Field(128, ge=1)
-    num_local_crops: int = Field(6, ge=0)
-    local_size: int = Field(16, ge=4)  # pixels (96 at ImageNet's 224)
-    global_scale: tuple[float, float] = (0.14, 1.0)
-    local_scale: tuple[float, float] = (0.05, 0.14)
-    colour_strength: float = Field(0.8, ge=0)  # SwAV's colour jitter strength
-    blur_p: float = Field(0.5, ge=0, le=1)
+    global_scale: Scale = (0.14, 1.0)
+    local_scale: Scale = (0.05, 0.14)
+    colour_strength: Strength = 0.8  # SwAV's colour jitter strength
+    solarize_p: Probability = 0.0
     queue_size: int = Field(0, ge=0)  # 0: no queue
     queue_start: float = Field(0.15, ge=0, le=1)  # fraction of training before the queue is used
     freeze_prototypes: float = Field(0.01, ge=0, le=1)  # fraction of training with frozen prototypes
@@ -44,6 +42,8 @@ class SwAVOptions(MethodOptions):
 @METHODS.register("swav")
 class SwAV(Method):
     Options = SwAVOptions
+    test_options = {"num_prototypes": 10, "projector_hidden_dim": 32, "projector_out_dim": 16, "num_local_crops": 2,
+                    "local_size": 8, "queue_size": 32, "queue_start": 0.0, "freeze_prototypes": 0.5}
     sync_batchnorm = True
 
     def __init__(self, backbone: nn.Module, options: SwAVOptions):
@@ -56,8 +56,7 @@ class SwAV(Method):
         self.queues = nn.ModuleList(FeatureQueue(options.queue_size, options.projector_out_dim)
                                     for _ in range(2)) if options.queue_size else None
         self.progress = 0.0
-        self.views = multi_crop(simclr_crops(2, options.global_scale, options.colour_strength, options.blur_p),
-                                options.num_local_crops, options.local_size, options.local_scale)
+        self.views = options.multi_crop_views()
 
     def on_step(self, progress: float) -> None:
         self.progress = progress

@@ -16,24 +16,21 @@ from pydantic import Field
 
 from selfsup.heads import mlp
 from selfsup.losses import vicreg
-from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
-from selfsup.methods.common import asymmetric_views
+from selfsup.methods.base import METHODS, Method, StepOutput
+from selfsup.methods.common import AsymmetricViewsOptions
 
 
-class VICRegOptions(MethodOptions):
+class VICRegOptions(AsymmetricViewsOptions):
     sim_weight: float = Field(25.0, ge=0)
     var_weight: float = Field(25.0, ge=0)
     cov_weight: float = Field(1.0, ge=0)
     expander_dim: int = Field(8192, ge=1)  # hidden and output width
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    colour_strength: float = Field(0.5, ge=0)
-    blur_p: tuple[float, float] = (1.0, 0.1)
-    solarize_p: tuple[float, float] = (0.0, 0.2)
 
 
 @METHODS.register("vicreg")
 class VICReg(Method):
     Options = VICRegOptions
+    test_options = {"expander_dim": 32}
 
     def __init__(self, backbone: nn.Module, options: VICRegOptions):
         super().__init__()
@@ -41,7 +38,7 @@ class VICReg(Method):
         self.backbone = backbone
         dim = options.expander_dim
         self.expander = mlp(backbone.num_features, dim, dim, num_layers=3)
-        self.views = asymmetric_views(options.crop_scale, options.colour_strength, options.blur_p, options.solarize_p)
+        self.views = options.asymmetric_views()
 
     def forward(self, batch: dict) -> StepOutput:
         z_a, z_b = self.expander(self.backbone(torch.cat(batch["views"]))).chunk(2)
