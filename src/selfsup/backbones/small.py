@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from selfsup.backbones.base import BACKBONES
+
 
 class BasicBlock(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, stride: int):
@@ -28,6 +30,7 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
+@BACKBONES.register("small_resnet")
 class SmallResNet(nn.Module):
     def __init__(self, in_channels: int = 3, widths: tuple[int, ...] = (32, 64, 128, 256), blocks_per_stage: int = 1,
                  stem_stride: int = 1):

@@ -45,6 +45,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from selfsup.backbones.base import BACKBONES
+
 # Small ViTs for 32 px images. Training throughput of the encoder alone (forward, backward, AdamW), batch 64,
 # 1 thread of a shared 2-core AMD EPYC (benchmarks/vit_token_dropping.py): all 64 patch tokens / the 25% a
 # MAE encoder sees.
@@ -295,6 +297,16 @@ def as_vit_backbone(backbone: nn.Module) -> nn.Module:
         return ViTBackbone(model, backbone.spec)
     return backbone
 
+
+
+def _vit_factory(name: str):
+    def build(in_channels: int = 3, **options: Any) -> ViTBackbone:
+        return build_registered_vit(name, in_channels, **options)
+    return build
+
+
+for _name in VIT_CONFIGS:
+    BACKBONES.add(_name, _vit_factory(_name))
 
 __all__ = [
     "TIMM_BASE_MODEL",
