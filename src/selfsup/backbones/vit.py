@@ -39,7 +39,6 @@ a grid with ``w`` columns is index ``r * w + c``.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch

@@ -8,8 +8,9 @@ from selfsup.data.arrays import open_npz
 from selfsup.data.decode import DecodeError, check_image, decode_image
 from selfsup.data.digits import make_digits, open_digits
 from selfsup.data.folder import IMAGE_EXTENSIONS, open_folder
-from selfsup.data.open import DATASETS, open_data
+from selfsup.data.open import open_data
 from selfsup.data.sources import (
+    DATASETS,
     ArraySource,
     DataError,
     DataSplits,
@@ -20,6 +21,9 @@ from selfsup.data.sources import (
     stratified_holdout,
     write_bad_files,
 )
+from selfsup.registry import import_submodules
+
+import_submodules(__name__)  # every data module registers its datasets: a new one is a new file
 
 __all__ = [
     "ArraySource", "DATASETS", "DataError", "DataSplits", "DecodeError", "FolderSource", "IMAGE_EXTENSIONS",

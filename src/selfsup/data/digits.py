@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from selfsup.data.sources import ArraySource, DataError, DataSplits
+from selfsup.data.sources import DATASETS, ArraySource, DataError, DataSplits
 
 SIZE = 32
 DIGITS_SEED = 20240611
@@ -183,6 +183,7 @@ def _train_stats(n_train: int, n_test: int, seed: int, channels: int,
     return tuple(means), tuple(stds)
 
 
+@DATASETS.register("digits")
 def open_digits(channels: int = 3, n_train: int | None = None, n_test: int = 1000, seed: int = DIGITS_SEED,
                 style: str = "noisy") -> DataSplits:
     """The ``digits`` dataset as :class:`DataSplits` of two :class:`ArraySource` (10 classes, 32x32).
@@ -207,6 +208,7 @@ def open_digits(channels: int = 3, n_train: int | None = None, n_test: int = 100
     return DataSplits(train=sources["train"], test=sources["test"])
 
 
+@DATASETS.register("digits-plain")
 def open_plain_digits(channels: int = 3, **kwargs) -> DataSplits:
     """``digits-plain``: the embedded digits drawn white on black, without noise (see :func:`open_digits`)."""
     return open_digits(channels, style="plain", **kwargs)

@@ -1,24 +1,18 @@
 """``open_data(spec)``: one entry point for every kind of data (registered name, folder, ``.npz`` file)."""
 from __future__ import annotations
 
-import difflib
 import os
 import warnings
 from pathlib import Path
-from typing import Callable
 
 from selfsup.data.arrays import open_npz
-from selfsup.data.digits import open_digits, open_plain_digits
 from selfsup.data.folder import IMAGE_EXTENSIONS, open_folder
-from selfsup.data.sources import DataError, DataSplits
-
-# Embedded named datasets: name -> callable(channels=...) -> DataSplits (their own fixed train/test splits).
-DATASETS: dict[str, Callable[..., DataSplits]] = {"digits": open_digits, "digits-plain": open_plain_digits}
+from selfsup.data.sources import DATASETS, DataError, DataSplits
+from selfsup.registry import did_you_mean
 
 
 def _unknown(spec: str) -> DataError:
-    close = difflib.get_close_matches(spec, list(DATASETS), n=1, cutoff=0.5)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
+    hint = did_you_mean(spec, DATASETS, cutoff=0.5)
     return DataError(
         f"data.source '{spec}' is neither a registered dataset nor an existing path.{hint} Registered datasets: "
         f"{', '.join(sorted(DATASETS))}. A folder of images (extensions {', '.join(IMAGE_EXTENSIONS)}, optionally "
@@ -47,7 +41,7 @@ def open_data(spec: str | os.PathLike, channels: int = 3, max_bad_fraction: floa
         if os.path.exists(text):
             warnings.warn(f"'{text}' is a registered dataset and also a path here; using the registered dataset "
                           f"(write './{text}' for the path)", stacklevel=2)
-        return DATASETS[text](channels=channels)
+        return DATASETS.get(text)(channels=channels)
     path = Path(os.path.expanduser(text))
     if path.is_dir():
         return open_folder(path, channels, max_bad_fraction, seed, holdout_fraction)

@@ -15,18 +15,24 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Protocol, Sequence, runtime_checkable
+from typing import Callable, Iterable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
 
 from selfsup.data.decode import DecodeError, decode_image
+from selfsup.registry import Registry
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 class DataError(ValueError):
     """The data as a whole cannot be used; the message names the path or key and says what to do."""
+
+
+# Embedded named datasets: name -> callable(channels=...) -> DataSplits (their own fixed train/test splits),
+# registered where each is defined (selfsup.data.digits); ``data.source=<name>``.
+DATASETS: Registry[Callable[..., "DataSplits"]] = Registry("dataset", key="data.source", error=DataError)
 
 
 @runtime_checkable
