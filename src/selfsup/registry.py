@@ -51,9 +51,14 @@ class Registry(Generic[T]):
 
     def add(self, name: str, entry: T) -> T:
         if name in self._entries and self._entries[name] is not entry:
-            raise ValueError(f"{self.kind} '{name}' is registered twice ({self._entries[name]!r} and {entry!r})")
+            raise ValueError(f"{self.kind} '{name}' is already registered ({self._entries[name]!r}); "
+                             f"cannot register {entry!r} under the same name")
         self._entries[name] = entry
         return entry
+
+    def remove(self, name: str) -> T:
+        """Unregister ``name`` (tests that register a temporary entry)."""
+        return self._entries.pop(name)
 
     def get(self, name: str) -> T:
         if name not in self._entries:

@@ -3,9 +3,9 @@ counterpart (selfsup.views.device) and patch masks."""
 from selfsup.views.augment import ViewParams, apply_photometric, draw_view_params, make_view, sample_generator
 from selfsup.views.device import DeviceViews
 from selfsup.views.masks import (MASK_STRATEGIES, BlockMask, MaskStrategy, MultiBlockMask, RandomMask,
-                                 build_mask_strategy, register_mask_strategy)
+                                 build_mask_strategy)
 from selfsup.views.spec import CropSpec, MaskSpec, ViewSpec
 
 __all__ = ["MASK_STRATEGIES", "BlockMask", "CropSpec", "DeviceViews", "MaskSpec", "MaskStrategy", "MultiBlockMask",
            "RandomMask", "ViewParams", "ViewSpec", "apply_photometric", "build_mask_strategy", "draw_view_params",
-           "make_view", "register_mask_strategy", "sample_generator"]
+           "make_view", "sample_generator"]

@@ -23,7 +23,7 @@ Strategies (registered in :data:`MASK_STRATEGIES`):
 
 A new strategy (ColorMAE-style filtered-noise masks, a curriculum, ...) is one file: a frozen dataclass with
 ``__call__(grid_size, gen) -> dict[str, Tensor]`` of fixed shapes, registered with
-``@register_mask_strategy("name")``. Masks that depend on the model (loss-guided hard-patch mining) cannot be
+``@MASK_STRATEGIES.register("name")``. Masks that depend on the model (loss-guided hard-patch mining) cannot be
 drawn in the workers; such a method draws its candidates here (e.g. ``random`` with a lower ratio) and
 completes them in its forward.
 """
@@ -37,6 +37,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from selfsup.registry import Registry
 from selfsup.views.augment import sample_generator
 
 Grid = tuple[int, int]
@@ -52,23 +53,11 @@ class MaskStrategy(Protocol):
         ...
 
 
-MASK_STRATEGIES: dict[str, Callable[..., MaskStrategy]] = {}
-
-
-def register_mask_strategy(name: str):
-    """Class decorator: make a strategy buildable by name (configs, recipes)."""
-    def register(cls):
-        if name in MASK_STRATEGIES:
-            raise ValueError(f"mask strategy '{name}' is already registered ({MASK_STRATEGIES[name].__name__})")
-        MASK_STRATEGIES[name] = cls
-        return cls
-    return register
+MASK_STRATEGIES: Registry[Callable[..., MaskStrategy]] = Registry("mask strategy")
 
 
 def build_mask_strategy(name: str, **options: Any) -> MaskStrategy:
-    if name not in MASK_STRATEGIES:
-        raise ValueError(f"unknown mask strategy '{name}'; registered: {', '.join(sorted(MASK_STRATEGIES))}")
-    return MASK_STRATEGIES[name](**options)
+    return MASK_STRATEGIES.get(name)(**options)
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -114,7 +103,7 @@ def _log_uniform(bounds: tuple[float, float], gen: random.Random) -> float:
 
 
 # ------------------------------------------------------------------------------------------ strategies
-@register_mask_strategy("random")
+@MASK_STRATEGIES.register("random")
 @dataclass(frozen=True)
 class RandomMask:
     """``round(ratio * N)`` patches chosen uniformly (MAE); with ``unit=k``, whole k x k squares of patches
@@ -139,7 +128,7 @@ class RandomMask:
         return _mask_output(masked, rows * columns)
 
 
-@register_mask_strategy("block")
+@MASK_STRATEGIES.register("block")
 @dataclass(frozen=True)
 class BlockMask:
     """Block-wise masking (BEiT): rectangles of ``min_block``..``max_block`` patches and width / height in
@@ -183,7 +172,7 @@ def _top_up(masked: set[int], target: int, grid_size: Grid, gen: random.Random) 
     return masked
 
 
-@register_mask_strategy("multiblock")
+@MASK_STRATEGIES.register("multiblock")
 @dataclass(frozen=True)
 class MultiBlockMask:
     """I-JEPA's masks: ``num_targets`` target blocks and one context block from which the targets are removed.
@@ -287,5 +276,4 @@ __all__ = [
     "build_mask_strategy",
     "check_mask_spec",
     "draw_masks",
-    "register_mask_strategy",
 ]
