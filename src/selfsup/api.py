@@ -2,10 +2,13 @@
 ``selfsup.load_backbone``."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+from selfsup import run, throughput
 from selfsup.config import build_config
+from selfsup.export import load_backbone as _load_backbone
 
 
 def train(recipe: str | Path | None = None, overrides: list[str] | None = None, resume: str | Path | None = None,
@@ -15,8 +18,6 @@ def train(recipe: str | Path | None = None, overrides: list[str] | None = None, 
     ``selfsup.train("demo", ["train.budget=60s"])`` or ``selfsup.train(method="simclr", data={"source": "imgs/"},
     train={"epochs": 10})``. With ``resume=RUN_DIR`` the run continues from its last checkpoint (overrides apply).
     """
-    from selfsup import run
-
     if resume is not None:
         return run.train(None, resume=resume, resume_overrides=overrides)
     return run.train(build_config(recipe, overrides, **sections))
@@ -24,8 +25,6 @@ def train(recipe: str | Path | None = None, overrides: list[str] | None = None, 
 
 def evaluate(run_dir: str | Path, data: str | None = None) -> dict:
     """Evaluate a run's backbone with kNN and linear probe beside the baselines; writes results.json."""
-    from selfsup import run
-
     return run.evaluate_run(run_dir, data=data)
 
 
@@ -37,10 +36,6 @@ def bench(recipe: str | Path | None = None, overrides: list[str] | None = None, 
     ``selfsup.bench("demo", ["train.compile=true"], steps=20)``. ``peaks`` reuses an earlier result's matmul
     peaks (its ``peak_flops_per_s`` and ``peak_matmul_size``) instead of measuring them again.
     """
-    import json
-
-    from selfsup import throughput
-
     result = throughput.bench(build_config(recipe, overrides, **sections), steps=steps, warmup=warmup, peaks=peaks,
                               command=throughput.command_line(recipe, overrides, steps, warmup))
     if json_path is not None:
@@ -51,6 +46,4 @@ def bench(recipe: str | Path | None = None, overrides: list[str] | None = None, 
 
 def load_backbone(path: str | Path, device: str = "cpu"):
     """A run's (or a backbone.safetensors file's) backbone, ready for feature extraction."""
-    from selfsup.export import load_backbone as _load
-
-    return _load(path, device=device)
+    return _load_backbone(path, device=device)

@@ -2,14 +2,28 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
+from selfsup import api, registry
+from selfsup.config import ConfigError, recipe_names
+from selfsup.data import DataError
+from selfsup.engine.trainer import TrainingDiverged
+from selfsup.eval.compare import compare_runs
+from selfsup.eval.evaluate import eval_command
+from selfsup.export import export_backbone
+from selfsup.report import write_report
+from selfsup.runs import is_run_dir
+from selfsup.throughput import summary_table
+
+# What `selfsup list` adds after a registry's names: the forms a value may take besides a registered name.
+OTHER_FORMS = {"backbone": "timm:<any timm model name>", "dataset": "<image folder>, <file.npz>"}
+
 
 def _train(args) -> int:
-    from selfsup.api import train
-
     overrides = list(args.overrides)
     recipe = args.recipe
     if recipe and "=" in recipe:  # no recipe given, only overrides
@@ -22,15 +36,13 @@ def _train(args) -> int:
     if args.name:
         overrides.append(f"name={args.name}")
     if args.resume:
-        train(resume=args.resume, overrides=overrides)
+        api.train(resume=args.resume, overrides=overrides)
     else:
-        train(recipe, overrides=overrides)
+        api.train(recipe, overrides=overrides)
     return 0
 
 
 def _eval(args) -> int:
-    from selfsup.eval.evaluate import eval_command
-
     run, overrides = args.run, list(args.overrides)
     if run and "=" in run:  # no run directory given, only overrides
         run, overrides = None, [run] + overrides
@@ -40,8 +52,6 @@ def _eval(args) -> int:
 
 
 def _compare(args) -> int:
-    from selfsup.eval.compare import compare_runs
-
     comparison = compare_runs(args.runs, args.out, strict=args.strict, baselines=not args.no_baselines)
     print(comparison.markdown(), end="")
     print(f"[selfsup] wrote compare.md, compare.csv and compare.html to {args.out}", file=sys.stderr)
@@ -49,36 +59,27 @@ def _compare(args) -> int:
 
 
 def _report(args) -> int:
-    from selfsup.report import write_report
-
     projections = [p.strip() for p in args.maps.split(",") if p.strip()] if args.maps else None
     print(write_report(args.run, out=args.out, projections=projections))
     return 0
 
 
 def _export(args) -> int:
-    from selfsup.export import export_backbone
-
     path = export_backbone(args.run, args.format, Path(args.out) if args.out else None)
     print(path)
     return 0
 
 
 def _bench(args) -> int:
-    from selfsup.api import bench
-    from selfsup.throughput import summary_table
-
     overrides, recipe = list(args.overrides), args.recipe
     if recipe and "=" in recipe:  # no recipe given, only overrides
         recipe, overrides = None, [recipe] + overrides
     peaks = None
     if args.peaks_from:  # a fixed MFU denominator across runs: the matmul peaks of an earlier bench JSON
-        import json
-
         earlier = json.loads(Path(args.peaks_from).read_text())
         peaks = {"peak_flops_per_s": earlier["peak_flops_per_s"],
                  "peak_matmul_size": earlier.get("peak_matmul_size", {})}
-    result = bench(recipe, overrides=overrides, steps=args.steps, warmup=args.warmup, json_path=args.json,
+    result = api.bench(recipe, overrides=overrides, steps=args.steps, warmup=args.warmup, json_path=args.json,
                    peaks=peaks)
     print(summary_table(result))
     if args.json:
@@ -87,27 +88,20 @@ def _bench(args) -> int:
 
 
 def _list(args) -> int:
-    from selfsup.backbones import BACKBONES
-    from selfsup.config import recipe_names
-    from selfsup.data import DATASETS
-    from selfsup.methods import METHODS
-
-    print("methods:   " + ", ".join(sorted(METHODS)))
-    print("backbones: " + ", ".join(sorted(BACKBONES)) + ", timm:<any timm model name>")
-    print("datasets:  " + ", ".join(sorted(DATASETS)) + ", <image folder>, <file.npz>")
-    print("recipes:   " + ", ".join(recipe_names()))
+    """Every registry (methods, backbones, datasets, mask strategies, evaluation protocols, export formats,
+    field kinds), then the recipes."""
+    for kind, entries in registry.ALL.items():
+        names = sorted(entries) + ([OTHER_FORMS[kind]] if kind in OTHER_FORMS else [])
+        print(f"{kind + 's:':<23}" + ", ".join(names))
+    print(f"{'recipes:':<23}" + ", ".join(recipe_names()))
     return 0
 
 
 def _demo(args) -> int:
-    import shutil
-
-    from selfsup.api import train
-
     previous = Path("runs") / args.name
-    if (previous / "config.yaml").exists():  # the demo always starts afresh
+    if is_run_dir(previous):  # the demo always starts afresh
         shutil.rmtree(previous)
-    train("demo", overrides=[f"name={args.name}"] + list(args.overrides))
+    api.train("demo", overrides=[f"name={args.name}"] + list(args.overrides))
     return 0
 
 
@@ -172,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "denominator across runs)")
     p.set_defaults(func=_bench)
 
-    p = sub.add_parser("list", help="methods, backbones, datasets and recipes")
+    p = sub.add_parser("list", help="everything registered (methods, backbones, datasets, protocols, ...) and the recipes")
     p.set_defaults(func=_list)
 
     p = sub.add_parser("demo", help="pretrain on the embedded digits data and compare with baselines")
@@ -183,8 +177,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from selfsup.config import ConfigError
-
     parser = build_parser()
     # key=value overrides may come after options (`train demo --name x a.b=1`): collect them here.
     args, extra = parser.parse_known_args(argv)
@@ -193,12 +185,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:
         args.overrides = list(args.overrides) + extra
-    try:
-        from selfsup.data import DataError
-    except ImportError:  # pragma: no cover
-        DataError = ConfigError
-    from selfsup.engine.trainer import TrainingDiverged
-
     try:
         return args.func(args)
     except (ConfigError, DataError, FileNotFoundError, FileExistsError, ValueError) as error:

@@ -6,15 +6,25 @@
 - :func:`load_run_config`: a run's resolved config, with a message when the folder is not a run;
 - :func:`open_run_data`: the data of a config, as ``train`` opens it;
 - :func:`run_preprocess`: the image size and normalisation (from the config, or measured on the data);
-- :func:`build_run_method`: the seeded backbone and method of a config, checked against its data.
+- :func:`build_run_method`: the seeded backbone and method of a config, checked against its data;
+- :func:`environment` (what ``env.json`` records) and :func:`log` (the run's messages, on stderr).
 """
 from __future__ import annotations
 
+import os
+import platform
 import random
+import subprocess
+import sys
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import timm
 import torch
+import torchvision
+
+from selfsup import __version__
 
 from selfsup.backbones import build_backbone
 from selfsup.config import Config, ConfigError, load_config
@@ -31,6 +41,31 @@ RESULTS_FILE = "results.json"
 BAD_FILES = "bad_files.txt"
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_FILE = "last.pt"
+
+
+def log(message: str) -> None:
+    print(f"[selfsup] {message}", file=sys.stderr, flush=True)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(dist_info, precision: str) -> dict:
+    """What env.json records: versions, machine, devices, precision, git commit, command line."""
+    return {
+        "selfsup": __version__, "python": platform.python_version(), "torch": torch.__version__,
+        "torchvision": torchvision.__version__, "timm": timm.__version__, "platform": platform.platform(),
+        "processor": platform.processor(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "world_size": dist_info.world_size, "device": str(dist_info.device), "precision": precision,
+        "git_commit": _git_commit(), "command": sys.argv, "started": datetime.now().isoformat(timespec="seconds"),
+    }
 
 
 def checkpoint_path(run_dir: str | Path) -> Path:
