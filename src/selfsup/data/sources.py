@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from selfsup.data.decode import DecodeError, decode_image
+from selfsup.fields import IMAGE_FIELDS
 from selfsup.registry import Registry
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -37,6 +38,9 @@ DATASETS: Registry[Callable[..., "DataSplits"]] = Registry("dataset", key="data.
 
 @runtime_checkable
 class ImageSource(Protocol):
+    """A source of the field kinds ``image`` and ``label`` (:mod:`selfsup.fields`); ``fields`` says so."""
+
+    fields: dict[str, str]  # field name -> field kind, here selfsup.fields.IMAGE_FIELDS
     name: str
     channels: int
     labels: np.ndarray | None  # int64 (N,), or None when unlabeled
@@ -124,6 +128,8 @@ class FolderSource:
     the files under the split that were skipped because of their extension.
     """
 
+    fields = IMAGE_FIELDS
+
     def __init__(
         self,
         root: str | os.PathLike,
@@ -196,6 +202,8 @@ class ArraySource:
     normalization. The attributes exist only when given (code tests ``hasattr(source, "mean")``);
     :func:`channel_stats` returns them when present.
     """
+
+    fields = IMAGE_FIELDS
 
     def __init__(
         self,

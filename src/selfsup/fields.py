@@ -1,0 +1,49 @@
+"""The sample contract (docs/ARCHITECTURE.md, "Modalities"): a sample is a dict of named fields, each of a
+registered field kind.
+
+A data source declares the fields it yields (``source.fields``, e.g. ``{"image": "image", "label": "label"}``:
+field name -> kind). Per field kind there are view operations (:data:`selfsup.views.dataset.FIELD_VIEWS`),
+mask strategies over its token layout (:data:`selfsup.views.masks.MASK_STRATEGIES` for the image patch
+grid) and encoders (:data:`selfsup.backbones.base.BACKBONES` for images). Methods are written against
+encoders, views and masks, not pixels, so a new kind (volume, clip, audio, text, ...) is a new entry here
+with its source, view operations, masks and encoders; every generic method then serves it.
+
+Images are the first kind. A leaf: this module imports nothing of selfsup but the registry helper.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from selfsup.registry import Registry
+
+
+@dataclass(frozen=True)
+class FieldKind:
+    name: str
+    layout: str  # one value's layout, as a source returns it
+    description: str
+
+
+FIELD_KINDS: Registry[FieldKind] = Registry("field kind")
+
+
+def register_field_kind(name: str, layout: str, description: str) -> FieldKind:
+    return FIELD_KINDS.add(name, FieldKind(name, layout, description))
+
+
+IMAGE = register_field_kind("image", "C x H x W tensor, any channel count, uint8",
+                            "a picture (RGB, grayscale, multispectral): crops, colour, patch masks, image encoders")
+LABEL = register_field_kind("label", "int, -1 when unknown",
+                            "a class index: never seen by self-supervised methods; evaluation and supervised "
+                            "references (SupCon) read it")
+
+#: What every image source yields today.
+IMAGE_FIELDS = {"image": IMAGE.name, "label": LABEL.name}
+
+
+def check_fields(fields: dict[str, str], where: str) -> None:
+    """Every field of ``fields`` (name -> kind) has a registered kind."""
+    for name, kind in fields.items():
+        if kind not in FIELD_KINDS:
+            raise ValueError(f"{where}: field '{name}' has kind '{kind}', which is not registered "
+                             f"(registered field kinds: {', '.join(FIELD_KINDS)})")
