@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from selfsup.data.decode import DecodeError
 from selfsup.data.sources import ArraySource, DataError, FolderSource, _hash, num_workers_for_io
+from selfsup.files import atomic_path, write_json_atomic
 
 CACHE_VERSION = 1
 _CHUNK = 256  # images per task of the decoding pool: bounded bookkeeping for millions of files
@@ -124,26 +125,22 @@ def _build(source: FolderSource, size: int, u8_path: Path, json_path: Path, fing
     start = time.perf_counter()
     log(f"data.cache: decoding {len(source)} images of {source.root} to {size}x{size} into {u8_path} (once; "
         "later runs with the same files reuse it)")
-    tmp = u8_path.with_name(f"{u8_path.name}.tmp{os.getpid()}")
-    failed = _decode_into(tmp, source, size)
-    keep = [i for i in range(len(source)) if i not in failed]
-    if not keep:
-        tmp.unlink()
-        raise DataError(f"data.cache: none of the {len(source)} images of {source.root} could be decoded")
-    shape = [len(keep), source.channels, size, size]
-    if failed:
-        os.truncate(tmp, int(np.prod(shape)))
-        for i, reason in sorted(failed.items()):
-            warnings.warn(f"data.cache: skipping {source.path(i)}: {reason}", stacklevel=3)
-    os.replace(tmp, u8_path)
+    with atomic_path(u8_path) as tmp:  # an error or a kill leaves no partial .u8
+        failed = _decode_into(tmp, source, size)
+        keep = [i for i in range(len(source)) if i not in failed]
+        if not keep:
+            raise DataError(f"data.cache: none of the {len(source)} images of {source.root} could be decoded")
+        shape = [len(keep), source.channels, size, size]
+        if failed:
+            os.truncate(tmp, int(np.prod(shape)))
+            for i, reason in sorted(failed.items()):
+                warnings.warn(f"data.cache: skipping {source.path(i)}: {reason}", stacklevel=3)
     labels = None if source.labels is None else source.labels[keep].tolist()
     meta = {"version": CACHE_VERSION, "fingerprint": fingerprint, "shape": shape,
             "root": os.path.abspath(source.root), "files": source.fingerprint(), "name": f"{source.name} (cached)",
             "labels": labels, "classes": source.classes,
             "build_bad_files": [[source.path(i), reason] for i, reason in sorted(failed.items())]}
-    tmp_json = json_path.with_name(f"{json_path.name}.tmp{os.getpid()}")
-    tmp_json.write_text(json.dumps(meta))
-    os.replace(tmp_json, json_path)  # last: a .json means a complete .u8
+    write_json_atomic(json_path, meta, indent=None)  # last: a .json means a complete .u8
     seconds = time.perf_counter() - start
     log(f"data.cache: {len(keep)} images cached in {seconds:.1f} s ({len(keep) / max(seconds, 1e-9):.0f} images/s)")
     return meta

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
+from selfsup.files import atomic_path
 from selfsup.views.preprocess import eval_transform
 
 __all__ = ["extract_features", "raw_pixel_features", "eval_transform", "feature_cache_key"]
@@ -104,18 +103,8 @@ def _load_cache(path: Path, n: int):
 
 
 def _save_cache(path: Path, features: torch.Tensor, labels) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": _CACHE_FORMAT, "features": features, "labels": labels}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save({"format": _CACHE_FORMAT, "features": features, "labels": labels}, tmp)
 
 
 @torch.no_grad()

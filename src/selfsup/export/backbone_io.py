@@ -5,21 +5,20 @@ holds what is needed to rebuild and use it: the backbone ``spec`` (see :mod:`sel
 feature width, the input size and the normalization the backbone was trained with. The same JSON is also
 stored in the safetensors header (key ``selfsup``), so a weights file that lost its JSON still loads.
 
-Both files are written atomically (temporary file in the same folder, fsync, ``os.replace``): a crash or a
-full disk leaves either the old file or the new one, never half of one.
+Both files are written atomically (:mod:`selfsup.files`: temporary file in the same folder, fsync,
+``os.replace``): a crash or a full disk leaves either the old file or the new one, never half of one.
 """
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
+
+from selfsup.files import atomic_path, write_json_atomic
 
 WEIGHTS_NAME = "backbone.safetensors"
 META_NAME = "backbone.json"
@@ -32,58 +31,14 @@ LOADABLE_FORMATS = ("selfsup", "safetensors", "timm", "torchvision")
 
 
 # ----------------------------------------------------------------------------------------- atomic writes
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success fsync it and rename it onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        yield tmp
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    text = json.dumps(obj, indent=2) + "\n"  # serialize first: a TypeError must not leave a temp file behind
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return Path(path)
-
-
 def save_safetensors_atomic(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
                             metadata: dict[str, str] | None = None) -> Path:
+    """``tensors`` as a safetensors file at ``path``, written atomically (see :mod:`selfsup.files`)."""
     from safetensors.torch import save_file
 
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return Path(path)
-
-
-def copy_file_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
-    with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
-    return Path(dst)
 
 
 # ----------------------------------------------------------------------------------------------- helpers

@@ -31,10 +31,10 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
-from selfsup.backbones.torchvision_resnet import TORCHVISION_RESNETS
+from selfsup.backbones.torchvision_resnet import TORCHVISION_RESNETS, apply_replacements, replacement_code
 from selfsup.backbones.vit import VIT_CONFIGS, registered_vit_timm_args
-from selfsup.export.backbone_io import (copy_file_atomic, read_backbone, save_safetensors_atomic,
-                                        write_json_atomic)
+from selfsup.export.backbone_io import read_backbone, save_safetensors_atomic
+from selfsup.files import copy_file_atomic, write_json_atomic
 
 EXPORT_FORMATS = ("safetensors", "timm", "torchvision")
 # Exported timm / torchvision state dicts are the backbone's inner ``.model``; the selfsup keys carry this.
@@ -93,24 +93,11 @@ def _timm_target(spec: dict[str, Any], weights_name: str) -> tuple[Callable[[], 
 
 def _torchvision_target(spec: dict[str, Any], weights_name: str) -> tuple[Callable[[], nn.Module], dict, str]:
     arch, channels, cifar = spec["name"], int(spec.get("in_channels", 3)), bool(spec.get("cifar_stem", False))
-    changes: dict[str, str] = {}
-    if cifar:
-        changes["conv1"] = f"nn.Conv2d({channels}, 64, kernel_size=3, stride=1, padding=1, bias=False)"
-        changes["maxpool"] = "nn.Identity()"
-    elif channels != 3:
-        changes["conv1"] = f"nn.Conv2d({channels}, 64, kernel_size=7, stride=2, padding=3, bias=False)"
-    changes["fc"] = "nn.Identity()"
+    changes = replacement_code(channels, cifar)
 
     def build() -> nn.Module:
         import torchvision
-        model = getattr(torchvision.models, arch)(weights=None)
-        if cifar:
-            model.conv1 = nn.Conv2d(channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
-            model.maxpool = nn.Identity()
-        elif channels != 3:
-            model.conv1 = nn.Conv2d(channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        model.fc = nn.Identity()
-        return model
+        return apply_replacements(getattr(torchvision.models, arch)(weights=None), channels, cifar)
 
     code = (
         f"# {weights_name} is relative to the folder of this JSON\n"

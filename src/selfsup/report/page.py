@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 from datetime import datetime
 from functools import partial
@@ -18,6 +17,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from selfsup.files import write_atomic
 from selfsup.report.context import NotAvailable, RunContext
 from selfsup.report.projection import default_projections
 from selfsup.report.sections import SECTIONS, embedding_map
@@ -94,15 +94,6 @@ def write_report(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = 
     with torch.random.fork_rng(devices=[]):  # feature maps and views must not shift the caller's random stream
         html = build_html(ctx, projections)
     path = Path(out) if out is not None else run_dir / REPORT_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Temporary file and rename: a report being rewritten is never seen half-written.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(html)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomic(path, html)  # a report being rewritten is never seen half-written
     log(f"report written to {path} ({len(html) / 1024:.0f} KiB, {time.perf_counter() - start:.1f} s)")
     return path
