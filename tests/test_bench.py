@@ -11,7 +11,7 @@ from selfsup.cli import main
 from selfsup.config import OptimConfig, build_config
 from selfsup.dist import DistInfo
 from selfsup.engine.optim import build_optimizer
-from selfsup.throughput import build_trainer, count_flops, measure_peaks
+from selfsup.throughput import bench_trainer, count_flops, measure_peaks
 
 TINY = ["data.source=digits-plain", "data.image_size=16", "data.num_workers=0", "train.batch_size=16",
         "train.progress=false", "backbone.options={widths: [8, 16, 16, 32], stem_stride: 1}",
@@ -104,21 +104,21 @@ def test_compile_failing_at_first_call_falls_back_to_eager(monkeypatch):
         return compiled
 
     monkeypatch.setattr(torch, "compile", compiles_lazily_then_fails)
-    trainer = build_trainer(build_config("demo", [*TINY, "train.compile=true", "train.max_steps=2"]), DistInfo())
-    assert trainer.compiled
-    batch = next(iter(trainer.loader))
+    trainer = bench_trainer(build_config("demo", [*TINY, "train.compile=true", "train.max_steps=2"]), DistInfo())
+    assert trainer.model.compiled
+    batch = next(iter(trainer.data.loader))
     with pytest.warns(UserWarning, match="compiling the backbone failed"):
-        loss = trainer._step([batch])["loss"]
-    assert not trainer.compiled and torch.isfinite(torch.tensor(loss))
-    trainer._step([batch])  # eager from now on, no second warning needed
+        loss = trainer.step([batch])["loss"]
+    assert not trainer.model.compiled and torch.isfinite(torch.tensor(loss))
+    trainer.step([batch])  # eager from now on, no second warning needed
 
 
 def _losses(overrides: list[str], steps: int = 2, expect_compiled: bool = False) -> list[float]:
     cfg = build_config("demo", [*TINY, "train.precision=fp32", f"train.max_steps={steps}", *overrides])
-    trainer = build_trainer(cfg, DistInfo())
-    batches = iter(trainer.loader)
-    losses = [trainer._step([next(batches)])["loss"] for _ in range(steps)]
-    assert trainer.compiled == expect_compiled
+    trainer = bench_trainer(cfg, DistInfo())
+    batches = iter(trainer.data.loader)
+    losses = [trainer.step([next(batches)])["loss"] for _ in range(steps)]
+    assert trainer.model.compiled == expect_compiled
     return losses
 
 

@@ -17,10 +17,11 @@ from selfsup.data.cache import CachedSource, fit_square, open_cached
 from selfsup.data.sources import FolderSource
 from selfsup.dist import DistInfo
 from selfsup.views.dataset import ViewCollate, ViewDataset, fixed_image_size
-from selfsup.throughput import build_trainer
+from selfsup.throughput import bench_trainer
 from selfsup.views import CropSpec, ViewSpec, make_view, sample_generator
 from selfsup.views.augment import draw_view_params
 from selfsup.views.device import DeviceViews, crop_resize_flip
+from selfsup.views.preprocess import Preprocess
 
 TINY = ["data.source=digits-plain", "data.image_size=16", "data.num_workers=0", "train.batch_size=32",
         "train.max_steps=3", "train.budget=null", "train.progress=false", "train.log_every=1", "eval.enabled=false",
@@ -93,8 +94,8 @@ def test_device_views_follow_the_crop_spec_and_match_worker_colour_statistics():
     source = ArraySource(np.broadcast_to(coordinates, (n, 3, side, side)))  # one image, no copies
     spec = CropSpec(count=2, scale=(0.2, 1.0), jitter_p=0.0, grayscale_p=0.0)
     dataset = ViewDataset(source, ViewSpec(crops=(spec,)), size, seed=11, augment="device")
-    make = DeviceViews(dataset.views, size, mean=[0, 0, 0], std=[1, 1, 1])
-    collate = ViewCollate([0, 0, 0], [1, 1, 1])
+    identity = Preprocess(size, mean=[0, 0, 0], std=[1, 1, 1])
+    make, collate = DeviceViews(dataset.views, identity), ViewCollate(identity)
     views = [make(collate([dataset[(0, i)] for i in range(a, a + 250)]))["views"] for a in range(0, n, 250)]
     boxes = torch.cat([_recovered_boxes(v, size) for batch in views for v in batch]).numpy()
     area = boxes[:, 0] * boxes[:, 1] / side**2
@@ -112,7 +113,8 @@ def test_device_views_follow_the_crop_spec_and_match_worker_colour_statistics():
     views = ViewSpec(crops=(CropSpec(count=2, scale=(0.2, 1.0), blur_p=0.5, solarize_p=0.2),))
     on_workers = ViewDataset(digits, views, 32, seed=5)
     on_device = ViewDataset(digits, views, 32, seed=5, augment="device")
-    collate, make = ViewCollate([0.5] * 3, [0.25] * 3), DeviceViews(views, 32, [0.5] * 3, [0.25] * 3)
+    preprocess = Preprocess(32, [0.5] * 3, [0.25] * 3)
+    collate, make = ViewCollate(preprocess), DeviceViews(views, preprocess)
     stats = {"workers": [], "device": []}
     for a in range(0, 1000, 250):
         keys = [(0, i) for i in range(a, a + 250)]
@@ -200,14 +202,14 @@ def test_cached_folder_trains_on_device_and_uncached_folder_falls_back(image_fol
     assert "broken.jpg" in (run / "bad_files.txt").read_text()
     log = capsys.readouterr().err
     assert "data.cache: 6 images cached" in log and "differ in size" not in log  # views made on the device
-    trainer = build_trainer(build_config("demo", [*tiny, *folder]), DistInfo())
-    assert trainer.augment == "workers"
+    trainer = bench_trainer(build_config("demo", [*tiny, *folder]), DistInfo())
+    assert trainer.data.augment == "workers"
     assert "differ in size" in capsys.readouterr().err
 
 
 def test_auto_picks_a_path_and_logs_it(capsys):
-    trainer = build_trainer(build_config("demo", [*TINY, *TINY_SIMCLR, "data.augment=auto"]), DistInfo())
-    assert trainer.augment in ("workers", "device")
+    trainer = bench_trainer(build_config("demo", [*TINY, *TINY_SIMCLR, "data.augment=auto"]), DistInfo())
+    assert trainer.data.augment in ("workers", "device")
     line = next(line for line in capsys.readouterr().err.splitlines() if "data.augment=auto" in line)
-    assert f"using {trainer.augment}" in line and "ms per batch" in line
-    assert trainer._step([next(iter(trainer.loader))])["loss"] > 0
+    assert f"using {trainer.data.augment}" in line and "ms per batch" in line
+    assert trainer.step([next(iter(trainer.data.loader))])["loss"] > 0

@@ -11,6 +11,7 @@ from selfsup.backbones import build_backbone
 from selfsup.backbones.vit import patch_mask_to_pixels, patchify, sincos_pos_embed_2d
 from selfsup.data.sources import ArraySource
 from selfsup.views.dataset import ViewCollate, ViewDataset
+from selfsup.views.preprocess import Preprocess
 from selfsup.engine.optim import param_groups
 from selfsup.heads.mae_decoder import MAEDecoder
 from selfsup.losses import info_nce
@@ -34,7 +35,7 @@ def source():
 
 def make_batch(method, source, size=SIZE):
     dataset = ViewDataset(source, method.views, size, seed=0)
-    return ViewCollate([0.5] * 3, [0.25] * 3)([dataset[(0, i)] for i in range(BATCH)])
+    return ViewCollate(Preprocess(size, [0.5] * 3, [0.25] * 3))([dataset[(0, i)] for i in range(BATCH)])
 
 
 # ------------------------------------------------------------------------------------------------------- MAE

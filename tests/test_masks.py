@@ -12,6 +12,7 @@ from selfsup.views.dataset import EpochBatchSampler, ViewCollate, ViewDataset
 from selfsup.views import (MASK_STRATEGIES, BlockMask, CropSpec, MaskSpec, MaskStrategy, MultiBlockMask, RandomMask,
                            ViewSpec, build_mask_strategy, register_mask_strategy)
 from selfsup.views.masks import draw_masks
+from selfsup.views.preprocess import Preprocess
 
 GRIDS = [(8, 8), (14, 14), (6, 10)]
 
@@ -208,7 +209,7 @@ class CheckerMask:
 def _loader(views: ViewSpec, workers: int, batch=8, image_size=32):
     dataset = ViewDataset(ArraySource(), views, image_size, seed=5)
     return torch.utils.data.DataLoader(dataset, batch_sampler=EpochBatchSampler(32, batch, 5), num_workers=workers,
-                                       collate_fn=ViewCollate([0.5] * 3, [0.25] * 3))
+                                       collate_fn=ViewCollate(Preprocess(image_size, [0.5] * 3, [0.25] * 3)))
 
 
 def test_loader_delivers_masks_independent_of_worker_count():

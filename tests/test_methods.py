@@ -12,6 +12,7 @@ from selfsup.data.sources import ArraySource
 from selfsup.methods.parts.ema import ema_update, frozen_copy
 from selfsup.schedules import cosine_momentum
 from selfsup.views.dataset import ViewCollate, ViewDataset
+from selfsup.views.preprocess import Preprocess
 from selfsup.methods import METHODS, build_method, validate_method_options
 from selfsup.methods.common import encode_by_resolution
 
@@ -33,7 +34,7 @@ def source():
 
 def make_batch(method, source, epoch=0):
     dataset = ViewDataset(source, method.views, SIZE, seed=0)
-    collate = ViewCollate([0.5] * 3, [0.25] * 3)
+    collate = ViewCollate(Preprocess(SIZE, [0.5] * 3, [0.25] * 3))
     return collate([dataset[(epoch, i)] for i in range(BATCH)])
 
 

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from selfsup.backbones import build_backbone
 from selfsup.data.sources import ArraySource
 from selfsup.views.dataset import ViewCollate, ViewDataset
+from selfsup.views.preprocess import Preprocess
 from selfsup.losses import dino_loss, latent_prediction_loss, masked_patch_distillation, sigreg, view_prediction_loss
 from selfsup.losses.sigreg import sigreg_directions
 from selfsup.methods import build_method
@@ -31,7 +32,7 @@ def build(name, options, vit=True):
 
 def batch_for(method, source):
     dataset = ViewDataset(source, method.views, SIZE, seed=0)
-    return ViewCollate([0.5] * 3, [0.25] * 3)([dataset[(0, i)] for i in range(BATCH)])
+    return ViewCollate(Preprocess(SIZE, [0.5] * 3, [0.25] * 3))([dataset[(0, i)] for i in range(BATCH)])
 
 
 def test_ijepa_encodes_the_context_and_predicts_the_layer_normed_targets_of_the_full_image(source):

@@ -6,6 +6,7 @@ from selfsup.views import CropSpec, ViewSpec, apply_photometric, make_view, samp
 from selfsup.views.augment import (NUM_PARAMS, P_BRIGHT, P_CONTRAST, P_GRAY, P_HUE, P_JITTER, P_ORDER, P_SAT,
                                    crop_box, gaussian_blur, grayscale, hue_rotation, photometric_params)
 from selfsup.views.dataset import EpochBatchSampler, ViewCollate, ViewDataset
+from selfsup.views.preprocess import Preprocess
 
 
 class ArraySource:
@@ -130,7 +131,7 @@ def test_sampler_orders_are_seeded_sharded_and_resumable():
 def test_views_do_not_depend_on_worker_count():
     source = ArraySource(32)
     dataset = ViewDataset(source, ViewSpec(crops=(CropSpec(count=2, blur_p=0.5),)), 16, seed=7)
-    collate = ViewCollate([0.5] * 3, [0.25] * 3)
+    collate = ViewCollate(Preprocess(16, [0.5] * 3, [0.25] * 3))
     loaders = [torch.utils.data.DataLoader(dataset, batch_sampler=EpochBatchSampler(32, 8, 7), num_workers=w,
                                            collate_fn=collate) for w in (0, 2)]
     batches = [list(loader) for loader in loaders]

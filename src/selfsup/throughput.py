@@ -1,7 +1,9 @@
 """``selfsup bench``: the throughput of the real training pipeline, and where each step's time goes.
 
-The pipeline is the one ``selfsup train`` runs: the same Trainer (its DataLoader, views, method, optimizer,
-precision, channels_last and compile settings), stepped by the Trainer's own ``_step``. Around it, the bench
+The pipeline is the one ``selfsup train`` runs: the same trainer, built by the same
+:func:`selfsup.engine.trainer.build_trainer` (its DataLoader, views, method, optimizer, precision,
+channels_last and compile settings), stepped by its own :meth:`~selfsup.engine.trainer.Trainer.step` on the
+batches it would train on. Around it, the bench
 
 1. runs ``warmup`` steps (compilation, allocator and worker start-up happen here), then ``steps`` measured
    steps, splitting each step's wall time into waiting for data, forward+backward (from the batch in hand to
@@ -31,9 +33,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from selfsup.config import Config
-from selfsup.dist import setup_distributed
-from selfsup.engine.trainer import Trainer
-from selfsup.run import environment, log, normalization
+from selfsup.dist import DistInfo, setup_distributed
+from selfsup.engine.trainer import Trainer, build_trainer
+from selfsup.methods import validate_method_options
+from selfsup.runs import build_run_method, environment, log, open_run_data, run_preprocess
 
 SCHEMA = "selfsup.bench/1"
 STEP_PARTS = ("data_wait", "forward_backward", "optimizer", "after_step")
@@ -60,9 +63,9 @@ def bench(cfg: Config, steps: int = 30, warmup: int = 5, peaks: dict | None = No
         torch.cuda.reset_peak_memory_stats(device)
     rss_before = _peak_rss_bytes()
 
-    trainer = build_trainer(cfg, dist_info)
+    trainer = bench_trainer(cfg, dist_info)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    batches = _endless_batches(trainer)
+    batches = trainer.data.step_batches(trainer.state)  # as Trainer.fit draws them, epoch after epoch
     log(f"bench: {warmup} warm-up + {steps} measured steps of {cfg.method} on {cfg.backbone.name}, batch "
         f"{cfg.train.batch_size}, {trainer.precision}, {device}")
     try:
@@ -71,10 +74,10 @@ def bench(cfg: Config, steps: int = 30, warmup: int = 5, peaks: dict | None = No
         parts, last_loss = _timed_steps(trainer, batches, steps, sync)
         step_time = (time.perf_counter() - wall_start) / steps
         memory = _peak_memory(device, rss_before)  # before the FLOP count, whose eager step may need more
-        micro_batches = [next(batches) for _ in range(cfg.train.accumulate)]
+        micro_batches = next(batches)
         # Kernels that torch.compile generated are invisible to FlopCounterMode: the counted step runs eagerly.
-        with torch.compiler.set_stance("force_eager") if trainer.compiled else nullcontext():
-            flops_per_step = count_flops(lambda: trainer._step(micro_batches))
+        with torch.compiler.set_stance("force_eager") if trainer.model.compiled else nullcontext():
+            flops_per_step = count_flops(lambda: trainer.step(micro_batches))
     finally:
         batches.close()  # stops DataLoader workers now rather than at garbage collection
 
@@ -104,8 +107,8 @@ def bench(cfg: Config, steps: int = 30, warmup: int = 5, peaks: dict | None = No
         "mfu": achieved / peaks["peak_flops_per_s"][mfu_precision],
         "settings": {
             "device": str(device), "world_size": dist_info.world_size, "precision": trainer.precision,
-            "channels_last": trainer.channels_last, "compile": cfg.train.compile, "compiled": trainer.compiled,
-            "augment": trainer.augment,
+            "channels_last": trainer.model.channels_last, "compile": cfg.train.compile,
+            "compiled": trainer.model.compiled, "augment": trainer.data.augment,
             "optimizer": _optimizer_kernel(trainer.optimizer), "accumulate": cfg.train.accumulate,
             "num_workers": cfg.data.num_workers, "torch_threads": torch.get_num_threads(),
         },
@@ -114,33 +117,21 @@ def bench(cfg: Config, steps: int = 30, warmup: int = 5, peaks: dict | None = No
     }
 
 
-def build_trainer(cfg: Config, dist_info) -> Trainer:
-    """The Trainer as ``selfsup train`` assembles it (selfsup.run.train), minus the run directory: the bench
-    never checkpoints, logs metrics or exports, so nothing is written."""
-    from selfsup.data import open_data
-    from selfsup.methods import validate_method_options
-    from selfsup.run import build_run_method
-
+def bench_trainer(cfg: Config, dist_info: DistInfo) -> Trainer:
+    """``cfg``'s trainer as ``selfsup train`` builds it (same data, normalisation, seeded method and
+    :func:`~selfsup.engine.trainer.build_trainer`), minus the run directory: the bench never checkpoints,
+    logs metrics or exports, so nothing is written. Fills ``cfg.data.mean`` / ``std`` as training does."""
     validate_method_options(cfg.method, cfg.method_options)
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True)
-    splits = open_data(cfg.data.source, channels=cfg.data.channels, max_bad_fraction=cfg.data.max_bad_fraction,
-                       seed=cfg.seed, holdout_fraction=cfg.data.holdout_fraction)
-    cfg.data.mean, cfg.data.std = normalization(cfg, splits.train)
-    method = build_run_method(cfg, splits.train)
-    return Trainer(cfg, Path(cfg.runs_dir), method, splits.train, cfg.data.mean, cfg.data.std, dist_info, log)
+    source = open_run_data(cfg).train
+    preprocess = run_preprocess(cfg, source)
+    cfg.data.mean, cfg.data.std = list(preprocess.mean), list(preprocess.std)
+    method = build_run_method(cfg, source)
+    return build_trainer(cfg, Path(cfg.runs_dir), method, source, preprocess, dist_info, log)
 
 
-def _endless_batches(trainer: Trainer) -> Iterator[dict]:
-    """The loader's batches epoch after epoch, as Trainer.fit draws them (a new iterator, hence new workers,
-    per epoch: that start-up is part of the data wait, as it is in training)."""
-    while True:
-        trainer.sampler.set_epoch(trainer.state.epoch)
-        yield from trainer.loader
-        trainer.state.epoch += 1
-
-
-def _timed_steps(trainer: Trainer, batches: Iterator[dict], steps: int, sync: Callable[[], None]):
+def _timed_steps(trainer: Trainer, batches: Iterator[list[dict]], steps: int, sync: Callable[[], None]):
     """Run ``steps`` optimizer steps; per step, the seconds of each part of STEP_PARTS, and the last loss.
 
     The optimizer's own step hooks mark where forward+backward ends and the update begins; on CUDA each mark
@@ -161,9 +152,9 @@ def _timed_steps(trainer: Trainer, batches: Iterator[dict], steps: int, sync: Ca
     try:
         for _ in range(steps):
             start = time.perf_counter()
-            micro_batches = [next(batches) for _ in range(trainer.cfg.train.accumulate)]
+            micro_batches = next(batches)
             have_data = time.perf_counter()
-            loss = trainer._step(micro_batches)["loss"]
+            loss = trainer.step(micro_batches)["loss"]
             sync()
             end = time.perf_counter()
             parts.append({"data_wait": have_data - start, "forward_backward": marks["update_start"] - have_data,

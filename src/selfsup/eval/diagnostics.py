@@ -1,4 +1,5 @@
-"""Representation health diagnostics, used online (collapse monitor) and after training."""
+"""Representation health diagnostics after training (the online collapse monitor and its two measures are
+the engine's: :mod:`selfsup.engine.monitor`)."""
 from __future__ import annotations
 
 import math
@@ -6,23 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-
-@torch.no_grad()
-def normalized_std(embeddings: torch.Tensor) -> float:
-    """Mean per-dimension std of L2-normalised embeddings, times sqrt(D).
-
-    About 1 for embeddings spread over the sphere, 0 for complete collapse (SimSiam, Chen & He 2021, sec. 4.1).
-    """
-    z = F.normalize(embeddings.float(), dim=1)
-    return float(z.std(dim=0).mean() * z.shape[1] ** 0.5)
-
-
-@torch.no_grad()
-def effective_rank(embeddings: torch.Tensor) -> float:
-    """RankMe (Garrido et al., ICML 2023): exp of the entropy of the normalised singular values."""
-    s = torch.linalg.svdvals(embeddings.float())
-    p = s / s.sum().clamp_min(1e-12) + 1e-12
-    return float(torch.exp(-(p * p.log()).sum()))
+from selfsup.engine.monitor import effective_rank, normalized_std
 
 
 @torch.no_grad()
@@ -90,23 +75,3 @@ def representation_diagnostics(features: torch.Tensor, labels=None, seed: int = 
         anchors, partners = same_class_pairs(labels, seed=seed)
         out["alignment"] = alignment(features[anchors], features[partners])
     return out
-
-
-class CollapseMonitor:
-    """Logs per-dimension std and effective rank of the method's embeddings; warns once when they collapse."""
-
-    def __init__(self, std_threshold: float = 0.1, rank_fraction_threshold: float = 0.01):
-        self.std_threshold, self.rank_fraction_threshold = std_threshold, rank_fraction_threshold
-        self.warned = False
-
-    def __call__(self, embeddings: torch.Tensor) -> tuple[dict[str, float], str | None]:
-        std, rank = normalized_std(embeddings), effective_rank(embeddings)
-        metrics = {"monitor/normalized_std": std, "monitor/effective_rank": rank}
-        max_rank = min(embeddings.shape)
-        collapsed = std < self.std_threshold or rank < max(1.5, self.rank_fraction_threshold * max_rank)
-        message = None
-        if collapsed and not self.warned:
-            self.warned = True
-            message = (f"representation collapse suspected: normalized std {std:.3f} (healthy ~1), effective rank "
-                       f"{rank:.1f} of {max_rank}. Try a lower learning rate, a larger batch, or check the augmentations.")
-        return metrics, message

@@ -252,6 +252,7 @@ def augmented_views(ctx: RunContext, samples: int = 4) -> str:
     """The first training samples of epoch 0 through the method's own ViewSpec (views are seeded by run seed,
     epoch and sample index, so these are exactly the views the method trained on at its first step)."""
     from selfsup.views.dataset import EpochBatchSampler, ViewCollate, ViewDataset
+    from selfsup.views.preprocess import Preprocess
     from selfsup.run import build_run_method
 
     cfg = ctx.config
@@ -264,7 +265,7 @@ def augmented_views(ctx: RunContext, samples: int = 4) -> str:
     # The sample order of epoch 0 depends on (seed, epoch) only, so batches of one give its first samples.
     sampler = EpochBatchSampler(len(train), 1, cfg.seed)
     order = [batch[0][1] for batch, _ in zip(sampler, range(samples))]
-    batch = ViewCollate(mean, std)([dataset[(0, index)] for index in order])
+    batch = ViewCollate(Preprocess(cfg.data.image_size, mean, std))([dataset[(0, index)] for index in order])
     mean_t = torch.tensor(mean).view(1, -1, 1, 1)
     std_t = torch.tensor(std).view(1, -1, 1, 1)
     views = [(v * std_t + mean_t).clamp(0, 1) for v in batch["views"]]  # undo the normalisation for display

@@ -12,9 +12,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from selfsup.views import ViewSpec, apply_photometric, make_view, sample_generator
-from selfsup.views.augment import draw_view_params
+from selfsup.data.decode import DecodeError
+from selfsup.views.augment import apply_photometric, draw_view_params, make_view, sample_generator
 from selfsup.views.masks import check_mask_spec, draw_masks
+from selfsup.views.preprocess import Preprocess
+from selfsup.views.spec import ViewSpec
 
 
 def fixed_image_size(source) -> tuple[int, int] | None:
@@ -39,8 +41,6 @@ class ViewDataset(Dataset):
         return len(self.source)
 
     def _image(self, index: int) -> torch.Tensor:
-        from selfsup.data import DecodeError
-
         for attempt in range(len(self.source)):
             i = (index + attempt) % len(self.source)
             try:
@@ -76,12 +76,12 @@ class ViewDataset(Dataset):
 
 
 class ViewCollate:
-    """Stacks a batch and runs the batched photometric stage and normalisation (in the worker process); in
-    device mode it only stacks images and parameters (selfsup.views.device does the rest)."""
+    """Stacks a batch and runs the batched photometric stage and normalisation with ``preprocess``'s mean and
+    std (in the worker process); in device mode it only stacks images and parameters (selfsup.views.device
+    does the rest)."""
 
-    def __init__(self, mean, std):
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    def __init__(self, preprocess: Preprocess):
+        self.mean, self.std = preprocess.mean_std()
 
     def __call__(self, samples: list[dict]) -> dict:
         if "image" in samples[0]:  # device mode

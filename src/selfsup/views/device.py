@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable
 import torch
 
 from selfsup.views.augment import apply_photometric
+from selfsup.views.preprocess import Preprocess
 from selfsup.views.spec import ViewSpec
 
 # Columns of a view's parameter row (ViewParams.row()): the crop box in pixels of the source image, the flip
@@ -91,12 +92,12 @@ class DeviceViews:
     """The device stage for one method's :class:`ViewSpec`: turns a batch as the collate step delivers it in
     device mode (``images`` uint8 (B, C, H, W) and ``view_params`` (B, views, 5 + NUM_PARAMS), already on
     the device) into the batch the method expects (``views``: normalised float (B, C, size, size) per view,
-    in ``ViewSpec`` order). Every other key passes through."""
+    in ``ViewSpec`` order; crops without a size of their own take ``preprocess.image_size``, and the views are
+    normalised with its mean and std). Every other key passes through."""
 
-    def __init__(self, views: ViewSpec, image_size: int, mean, std):
-        self.groups = [(crop.count, crop.size or image_size) for crop in views.crops]
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    def __init__(self, views: ViewSpec, preprocess: Preprocess):
+        self.groups = [(crop.count, crop.size or preprocess.image_size) for crop in views.crops]
+        self.mean, self.std = preprocess.mean_std()
 
     def __call__(self, batch: dict) -> dict:
         images = batch["images"]

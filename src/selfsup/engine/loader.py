@@ -1,0 +1,150 @@
+"""The training data of one rank: the DataLoader over the method's views, its resumable sampler, where views
+are made (``data.augment``: in the workers, on the device, or the faster of the two) and the step that puts a
+batch on the device.
+
+The view dataset and its collate step are :mod:`selfsup.views.dataset`'s; ``data.cache`` decodes an image
+folder once (:mod:`selfsup.data.cache`).
+"""
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from selfsup.config import Config
+from selfsup.data.cache import open_cached
+from selfsup.dist import DistInfo, all_reduce_mean, barrier
+from selfsup.engine.checkpoint import LoopState, rng_state, set_rng_state
+from selfsup.views.dataset import EpochBatchSampler, ViewCollate, ViewDataset, fixed_image_size
+from selfsup.views.device import DeviceViews, seconds_per_batch
+from selfsup.views.preprocess import Preprocess
+from selfsup.views.spec import ViewSpec
+
+
+class BatchToDevice:
+    """Moves a batch as the collate step delivers it onto the training device; with ``data.augment=device``
+    makes its views there (:class:`~selfsup.views.device.DeviceViews`); channels_last views when asked."""
+
+    def __init__(self, device: torch.device, device_views: DeviceViews, channels_last: bool):
+        self.device, self.device_views, self.channels_last = device, device_views, channels_last
+
+    def _move(self, value):  # views (or raw images and view parameters), labels, indices, masks (a dict of tensors)
+        if isinstance(value, torch.Tensor):
+            return value.to(self.device, non_blocking=True)
+        if isinstance(value, dict):
+            return {key: self._move(v) for key, v in value.items()}
+        if isinstance(value, list):
+            return [self._move(v) for v in value]
+        return value
+
+    def __call__(self, batch: dict) -> dict:
+        batch = self._move(batch)
+        if "images" in batch:  # data.augment=device: the views are made here, a batch at a time
+            batch = self.device_views(batch)
+        if self.channels_last:
+            batch["views"] = [v.contiguous(memory_format=torch.channels_last) for v in batch["views"]]
+        return batch
+
+
+@dataclass
+class TrainData:
+    loader: DataLoader
+    sampler: EpochBatchSampler
+    augment: str  # where views are made: "workers" or "device"
+    to_device: BatchToDevice
+    accumulate: int  # micro-batches per optimizer step
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Micro-batches this rank takes per epoch (the incomplete last one dropped)."""
+        return (self.sampler.num_samples // self.sampler.world_size) // self.sampler.batch_size
+
+    def step_batches(self, state: LoopState) -> Iterator[list[dict]]:
+        """The micro-batches of each optimizer step from ``state``'s position on, epoch after epoch, endlessly.
+
+        ``state.batch_in_epoch`` counts a step's micro-batches as they are handed out and ``state.epoch``
+        moves on when an epoch has too few left for another step, so a checkpoint taken after a step resumes
+        right after it (the epoch's order depends on (seed, epoch) alone). Each epoch gets a new iterator,
+        hence new workers, as in every PyTorch loop."""
+        while True:
+            self.sampler.set_epoch(state.epoch, state.batch_in_epoch)
+            batches = iter(self.loader)
+            while len(group := list(itertools.islice(batches, self.accumulate))) == self.accumulate:
+                state.batch_in_epoch += self.accumulate
+                yield group
+            state.epoch += 1
+            state.batch_in_epoch = 0
+
+
+def _worker_init(worker_id: int) -> None:
+    # Views draw from per-sample generators; keep stray global RNG use in workers distinct and seeded.
+    info = torch.utils.data.get_worker_info()
+    np.random.seed(info.seed % 2**32)
+    random.seed(info.seed)
+
+
+def build_train_data(cfg: Config, source, views: ViewSpec, preprocess: Preprocess, dist_info: DistInfo,
+                     channels_last: bool, log: Callable[[str], None]) -> TrainData:
+    """This rank's share of ``source``, delivered as the method's ``views`` in micro-batches of
+    ``train.batch_size / (world size x train.accumulate)``."""
+    tc, world = cfg.train, dist_info.world_size
+    if tc.batch_size % (world * tc.accumulate):
+        raise ValueError(f"train.batch_size={tc.batch_size} must be divisible by world size x train.accumulate "
+                         f"= {world} x {tc.accumulate}")
+    micro_batch = tc.batch_size // (world * tc.accumulate)
+    if cfg.data.cache:  # an image folder decoded once into a memmap; the main rank builds it
+        source = open_cached(source, cfg.data.image_size, cfg.data.cache_size, cfg.runs_dir, log,
+                             build=dist_info.is_main, wait=barrier)
+    sampler = EpochBatchSampler(len(source), micro_batch, cfg.seed, dist_info.rank, world)
+    if sampler.num_samples // world // micro_batch < tc.accumulate:
+        raise ValueError(f"an optimizer step takes train.accumulate={tc.accumulate} micro-batches of {micro_batch} "
+                         f"images, more than one epoch holds ({len(source)} images over {world} process(es)): "
+                         "lower train.accumulate or train.batch_size, or add data")
+    to_device = BatchToDevice(dist_info.device, DeviceViews(views, preprocess), channels_last)
+
+    def make_loader(augment: str) -> DataLoader:
+        workers = cfg.data.num_workers
+        return DataLoader(ViewDataset(source, views, cfg.data.image_size, cfg.seed, augment),
+                          batch_sampler=sampler, num_workers=workers, collate_fn=ViewCollate(preprocess),
+                          pin_memory=dist_info.device.type == "cuda", worker_init_fn=_worker_init if workers else None,
+                          persistent_workers=False, prefetch_factor=4 if workers else None)
+
+    augment = choose_augment(cfg.data.augment, source, make_loader, to_device, log)
+    return TrainData(make_loader(augment), sampler, augment, to_device, tc.accumulate)
+
+
+def choose_augment(requested: str, source, make_loader: Callable[[str], DataLoader], to_device: BatchToDevice,
+                   log: Callable[[str], None]) -> str:
+    """Where views are made: ``data.augment`` as asked, "workers" where the images differ in size (raw
+    images of a batch must stack), or for "auto" the path that delivers a batch's views faster, measured
+    on a few batches of each (:func:`selfsup.views.device.seconds_per_batch`)."""
+    if requested == "workers":
+        return "workers"
+    if fixed_image_size(source) is None:
+        log(f"data.augment={requested}: the images of {source.name} differ in size, so batches of raw "
+            "images cannot be stacked; making views in the DataLoader workers instead (data.cache=true "
+            "decodes an image folder once to one size)")
+        return "workers"
+    if requested == "device":
+        return "device"
+    device = to_device.device
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    rng = rng_state()  # a DataLoader iterator draws its base seed from the global RNG: leave it as it was
+    seconds = {}
+    for mode in ("workers", "device"):
+        batches = itertools.chain.from_iterable(itertools.repeat(make_loader(mode)))  # epochs may be shorter
+        seconds[mode] = seconds_per_batch(batches, to_device, count=4, sync=sync)
+        del batches  # stops this loader's workers before the next path is measured
+    set_rng_state(rng)
+    # The mean over ranks, so that every rank makes the same choice.
+    workers_s, device_s = all_reduce_mean(torch.tensor(list(seconds.values()), device=device)).tolist()
+    choice = "device" if device_s < workers_s else "workers"
+    log(f"data.augment=auto: {workers_s * 1e3:.1f} ms per batch with views made in the workers, "
+        f"{device_s * 1e3:.1f} ms with views made on {device} (data wait + augmentation, 4 batches each); "
+        f"using {choice}")
+    return choice

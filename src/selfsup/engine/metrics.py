@@ -1,0 +1,34 @@
+"""``metrics.jsonl``: one JSON object per logged step (loss, learning rate, images/s, elapsed time and the
+method's and the collapse monitor's metrics), appended by the main process."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from selfsup.engine.checkpoint import LoopState
+from selfsup.runs import METRICS_FILE
+
+
+class MetricsLog:
+    """Appends records to ``run_dir``'s metrics file when ``enabled`` (the main rank); every rank measures
+    images/s, over the steps since the previous record."""
+
+    def __init__(self, run_dir: Path, state: LoopState, enabled: bool):
+        self.file = open(Path(run_dir) / METRICS_FILE, "a") if enabled else None
+        self.last_time, self.last_images = time.perf_counter(), state.images_seen
+
+    def record(self, state: LoopState, loss: float, lr: float, metrics: dict[str, float]) -> dict:
+        now = time.perf_counter()
+        rate = (state.images_seen - self.last_images) / max(1e-9, now - self.last_time)
+        self.last_time, self.last_images = now, state.images_seen
+        record = {"step": state.step, "epoch": state.epoch, "loss": loss, "lr": lr, "images_per_s": rate,
+                  "elapsed_s": state.elapsed, **metrics}
+        if self.file is not None:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        return record
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
