@@ -25,9 +25,9 @@ RECIPES = ["demo", "moco-v2", "moco-v3", "byol", "simsiam", "barlow-twins", "vic
 VIT_RECIPES = ["mae", "simmim", "ijepa", "lejepa", "ibot", "cmae", "moco-v3"]
 # The masked and predictive methods (and MoCo v3 as the joint-embedding reference) on one CPU-sized ViT.
 SAME_FOR_VIT = ["backbone.name=vit_micro_cpu", "backbone.options={}", "data.image_size=32", "train.batch_size=128",
-                "data.num_workers=1", "eval.linear=false"]
+                "data.num_workers=1", "eval.protocols=[knn]"]
 SAME_FOR_ALL = ["backbone.name=small_resnet", "backbone.options={widths: [16, 32, 64, 128], stem_stride: 1}",
-                "data.image_size=32", "train.batch_size=128", "data.num_workers=1", "eval.linear=false"]
+                "data.image_size=32", "train.batch_size=128", "data.num_workers=1", "eval.protocols=[knn]"]
 
 
 def peak_rss_mib_of(cmd: list[str]) -> tuple[int, float]:

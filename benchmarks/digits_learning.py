@@ -38,7 +38,7 @@ def main() -> None:
             name = f"bench-digits-{recipe}-{budget}-{time.strftime('%Y%m%d-%H%M%S')}"
             cmd = [sys.executable, "-m", "selfsup.cli", "train", recipe, "data.source=digits", f"name={name}",
                    "runs_dir=benchmarks/runs", "train.epochs=null", f"train.budget={budget}", "train.progress=false",
-                   "eval.linear=false", "eval.report=false", "eval.knn_k=[20]", *args.overrides]
+                   "eval.protocols=[knn]", "eval.report=false", "eval.knn.k=[20]", *args.overrides]
             start = time.perf_counter()
             code = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL).returncode
             if code != 0:

@@ -11,7 +11,7 @@ from selfsup.cli import main
 
 TINY = ["backbone.options={widths: [8, 16, 16, 32], stem_stride: 2}", "method_options.projector_hidden_dim=32",
         "train.budget=null", "train.max_steps=4", "train.batch_size=32", "train.progress=false", "data.num_workers=0",
-        "eval.linear=false"]
+        "eval.protocols=[knn]"]
 
 
 @pytest.fixture(scope="module")

@@ -147,3 +147,38 @@ def test_results_written_before_fingerprints_and_missing_results(tmp_path, capsy
         load_run(tmp_path / "empty")
     assert main(["compare", str(tmp_path / "empty")]) == 2
     assert "results.json" in capsys.readouterr().err
+
+
+# What results.json held for every protocol at its defaults before the protocols became registered objects.
+RECORD_BEFORE_THE_REGISTRY = {
+    "knn": {"k": [20, 200], "temperature": 0.07, "similarity": "cosine"},
+    "linear": "logistic regression on frozen standardized features, L2 chosen on a 10% validation split of the "
+              "training labels",
+    "fewshot": {"shots": [1, 5, 10], "seeds": [0, 1, 2, 3, 4], "classifier": "nearest centroid (SimpleShot CL2N)"},
+    "lowlabel": {"fractions": [0.01, 0.1], "seed": 0, "classifier": "linear probe on the class-balanced subset"},
+    "retrieval": {"recall_at": [1, 5], "similarity": "cosine", "queries": "test", "database": "train"},
+    "kmeans": {"k": "number of classes", "split": "test", "seed": 0},
+    "diagnostics": {"split": "test", "alignment_positives": "same-class pairs", "seed": 0},
+    "linear_sgd": {"epochs": 4, "lr": 0.1, "batch_size": 256, "momentum": 0.9, "weight_decay": 0.0,
+                   "crop_scale": [0.5, 1.0], "optimizer": "SGD, cosine schedule",
+                   "classifier": "BatchNorm (no affine) + linear on frozen features",
+                   "augmentation": "random resized crop + horizontal flip", "seed": 0},
+    "finetune": {"epochs": 2, "lr": 0.002, "batch_size": 128, "weight_decay": 0.05, "warmup": 0.1,
+                 "layer_decay": 0.75, "mixup": 0.0, "cutmix": 0.0, "label_smoothing": 0.1, "crop_scale": [0.5, 1.0],
+                 "optimizer": "AdamW, linear warm-up + cosine",
+                 "layer_decay_scope": "ViT backbones (others: one learning rate)",
+                 "augmentation": "random resized crop + horizontal flip", "seed": 0},
+}
+
+
+def test_runs_evaluated_before_the_registry_compare_cleanly_with_new_ones(tmp_path):
+    from selfsup.eval.protocol import ProtocolSettings
+
+    names = tuple(RECORD_BEFORE_THE_REGISTRY)
+    record = ProtocolSettings(protocols=names).record()
+    assert {name: record[name] for name in names} == RECORD_BEFORE_THE_REGISTRY
+    old = make_run(tmp_path, "old", protocol={**RECORD_BEFORE_THE_REGISTRY, "protocols": ["knn", "linear", "fewshot"],
+                                              "seed": 0, "image_size": 32})
+    new = make_run(tmp_path, "new", protocol={**ProtocolSettings(protocols=("knn", "linear", "fewshot")).record(),
+                                              "image_size": 32})
+    assert build_comparison([load_run(old), load_run(new)]).notes == []

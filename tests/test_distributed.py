@@ -79,7 +79,7 @@ def test_torchrun_two_process_training_end_to_end(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "selfsup.cli", "train", "demo", "name=ddp", f"runs_dir={tmp_path}", "train.budget=null",
            "train.max_steps=6", "train.batch_size=32", "train.log_every=1", "train.progress=false",
-           "data.num_workers=0", "eval.linear=false", "eval.baselines=false", "backbone.options={widths: [8, 16, 16, 32]}"]
+           "data.num_workers=0", "eval.protocols=[knn]", "eval.baselines=false", "backbone.options={widths: [8, 16, 16, 32]}"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "ddp"

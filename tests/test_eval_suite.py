@@ -16,8 +16,11 @@ from selfsup.eval.clustering import kmeans_scores
 from selfsup.eval.diagnostics import alignment, representation_diagnostics, same_class_pairs, uniformity
 from selfsup.eval.fewshot import (fewshot_accuracy, fewshot_split, fraction_name, lowlabel_accuracy,
                                   lowlabel_subset)
-from selfsup.eval.protocol import PROTOCOLS, ProtocolSettings, evaluate_backbone, format_table, score_features
+from selfsup.eval.display import format_table
+from selfsup.eval.protocol import ProtocolSettings, evaluate_backbone, score_features
+from selfsup.eval.protocols import all_protocols
 from selfsup.eval.retrieval import retrieval_metrics
+from selfsup.views.preprocess import Preprocess
 
 
 def clusters(n_per_class, num_classes, dim, spread, seed):
@@ -178,8 +181,8 @@ def test_same_class_pairs_and_representation_diagnostics(separable):
 
 
 def test_protocol_runs_a_knn_sweep_and_every_selected_protocol(separable):
-    settings = ProtocolSettings(protocols=tuple(PROTOCOLS), knn_k=(1, 5, 10, 20, 50, 100, 200),
-                                fewshot_seeds=(0, 1))
+    settings = ProtocolSettings(protocols=all_protocols(), options={"knn": {"k": [1, 5, 10, 20, 50, 100, 200]},
+                                                                    "fewshot": {"seeds": [0, 1]}})
     scores = score_features(*separable, settings=settings)
     for k in (1, 5, 10, 20, 50, 100, 200):
         assert scores[f"knn_top1@{k}"] == 1.0
@@ -199,14 +202,31 @@ def test_protocol_runs_a_knn_sweep_and_every_selected_protocol(separable):
 
 
 def test_eval_config_keys():
-    cfg = build_config("demo", ["eval.protocols=[knn,fewshot,retrieval]", "eval.knn_k=[1,5,10,20,50,100,200]"])
+    cfg = build_config("demo", ["eval.protocols=[knn,fewshot,retrieval]", "eval.knn.k=[1,5,10,20,50,100,200]"])
     settings = ProtocolSettings.from_eval_config(cfg.eval, cfg.seed)
-    assert settings.protocols == ("knn", "fewshot", "retrieval") and settings.knn_k[-1] == 200
-    assert ProtocolSettings.from_eval_config(build_config("demo", ["eval.linear=false"]).eval, 0).protocols == ("knn",)
-    with pytest.raises(ConfigError, match="eval.protocols"):
+    assert settings.protocols == ("knn", "fewshot", "retrieval") and settings.of("knn").k[-1] == 200
+    assert build_config("demo").eval.protocols == ["knn", "linear"]  # the protocols registered as default
+    with pytest.raises(ConfigError, match="eval.protocols.*Did you mean 'fewshot'"):
         build_config("demo", ["eval.protocols=[knn,zeroshot]"])
-    with pytest.raises(ConfigError, match="eval.lowlabel_fractions"):
-        build_config("demo", ["eval.lowlabel_fractions=[0]"])
+    with pytest.raises(ConfigError, match="eval.lowlabel.fractions"):
+        build_config("demo", ["eval.lowlabel.fractions=[0]"])
+    with pytest.raises(ConfigError, match="unknown config key 'eval.knn.kk'. Did you mean 'eval.knn.k'"):
+        build_config("demo", ["eval.knn.kk=5"])
+    # The flat keys of before the per-protocol sections say where they went.
+    for old, new in (("eval.knn_k=[5]", "eval.knn_k is now eval.knn.k"),
+                     ("eval.knn_temperature=0.1", "eval.knn_temperature is now eval.knn.temperature"),
+                     ("eval.fewshot_shots=[1]", "eval.fewshot_shots is now eval.fewshot.shots"),
+                     ("eval.fewshot_seeds=[0]", "eval.fewshot_seeds is now eval.fewshot.seeds"),
+                     ("eval.lowlabel_fractions=[0.1]", "eval.lowlabel_fractions is now eval.lowlabel.fractions"),
+                     ("eval.finetune_lr=0.1", "eval.finetune_lr is now eval.finetune.lr"),
+                     ("eval.linear_sgd_epochs=1", "eval.linear_sgd_epochs is now eval.linear_sgd.epochs")):
+        with pytest.raises(ConfigError, match=old.split("=")[0]) as error:
+            build_config("demo", [old])
+        assert new in str(error.value)
+    with pytest.raises(ConfigError) as error:
+        build_config("demo", ["eval.linear=false"])
+    assert "eval.linear: false` used to drop that protocol" in str(error.value)
+    assert "eval.protocols=[knn]" in str(error.value)
 
 
 # --------------------------------------------------------------------------------------- eval any backbone
@@ -279,7 +299,7 @@ def test_eval_of_exported_backbone_reproduces_the_run(tiny_run, tiny_npz, tmp_pa
         assert again["data"]["test_fingerprint"] == run["data"]["test_fingerprint"]
     # The run's own `selfsup eval RUN` with more protocols keeps the kNN numbers and adds the others.
     assert main(["eval", str(tiny_run), "--protocols", "knn,linear,fewshot,retrieval,kmeans,diagnostics",
-                 "eval.fewshot_seeds=[0,1]"]) == 0
+                 "eval.fewshot.seeds=[0,1]"]) == 0
     more = _results(tiny_run)["results"]
     for row, scores in run["results"].items():
         assert {k: more[row][k] for k in scores} == scores
@@ -306,8 +326,8 @@ def test_eval_any_timm_backbone_with_weights(tiny_npz, tmp_path, capsys):
     mean, std = list(model.model.pretrained_cfg["mean"]), list(model.model.pretrained_cfg["std"])
     assert (trained["run"]["mean"], trained["run"]["std"]) == (mean, std)  # timm's normalisation for the model
 
-    direct = evaluate_backbone(model, _splits_of(tiny_npz), image_size=16, mean=mean, std=std, linear=False,
-                               baselines=False, log=lambda m: None)
+    direct = evaluate_backbone(model, _splits_of(tiny_npz), preprocess=Preprocess(16, mean, std),
+                               settings=ProtocolSettings(protocols=("knn",)), baselines=False, log=lambda m: None)
     assert direct["pretrained"] == trained["results"]["pretrained"]
 
     assert main([*args, "--out", str(tmp_path / "b"), "--protocols", "knn"]) == 0  # no weights: random init

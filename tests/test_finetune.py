@@ -15,7 +15,9 @@ from selfsup.data.sources import ArraySource, DataSplits
 from selfsup.eval.finetune import (FinetuneSettings, cutmix, finetune, finetune_param_groups, mix_batch, mixup,
                                    soft_targets, vit_layer_id)
 from selfsup.eval.linear_sgd import LinearSGDSettings, linear_sgd
-from selfsup.eval.protocol import ProtocolSettings, evaluate_backbone, format_table
+from selfsup.eval.display import format_table
+from selfsup.eval.protocol import ProtocolSettings, evaluate_backbone
+from selfsup.views.preprocess import Preprocess
 
 SIZE = 16
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -58,7 +60,7 @@ def tiny_vit(seed: int = 0):
     return build_backbone("vit_micro_cpu", 3, **TINY_VIT)
 
 
-IMAGES = dict(image_size=SIZE, mean=MEAN, std=STD)
+IMAGES = dict(preprocess=Preprocess(SIZE, MEAN, STD))
 
 
 # ------------------------------------------------------------------------------------------ known answers
@@ -174,8 +176,8 @@ def test_same_seed_same_result_and_the_backbone_is_untouched(squares):
 # ------------------------------------------------------------------------------------ protocol and config
 def test_image_protocols_in_evaluate_backbone_and_the_record(squares):
     settings = ProtocolSettings(protocols=("finetune", "linear_sgd"),
-                                finetune=FinetuneSettings(epochs=1, batch_size=32),
-                                linear_sgd=LinearSGDSettings(epochs=1, batch_size=32))
+                                options={"finetune": FinetuneSettings(epochs=1, batch_size=32),
+                                         "linear_sgd": LinearSGDSettings(epochs=1, batch_size=32)})
     results = evaluate_backbone(tiny_resnet(), squares, settings=settings, log=lambda message: None, **IMAGES)
     assert set(results) == {"pretrained", "random_init", "raw_pixels"}
     assert set(results["pretrained"]) == set(results["random_init"]) == {
@@ -188,25 +190,28 @@ def test_image_protocols_in_evaluate_backbone_and_the_record(squares):
     assert record["finetune"]["epochs"] == 1 and record["finetune"]["layer_decay"] == 0.75
     assert record["finetune"]["crop_scale"] == [0.5, 1.0] and record["linear_sgd"]["lr"] == 0.1
     assert record["linear_sgd"]["seed"] == record["finetune"]["seed"] == 0
-    with_mixup = dataclasses.replace(settings, finetune=dataclasses.replace(settings.finetune, mixup=0.8))
+    with_mixup = dataclasses.replace(settings, options={
+        **settings.options, "finetune": settings.of("finetune").model_copy(update={"mixup": 0.8})})
     assert with_mixup.record()["finetune"] != record["finetune"]  # compare sees the difference
     assert with_mixup.record()["linear_sgd"] == record["linear_sgd"]
     # Feature and image protocols together.
-    both = evaluate_backbone(tiny_resnet(), squares, protocols=("knn", "linear_sgd"), baselines=False, ks=(5,),
-                             seed=0, log=lambda message: None, **IMAGES)
+    both = evaluate_backbone(tiny_resnet(), squares, baselines=False, log=lambda message: None, **IMAGES,
+                             settings=ProtocolSettings(protocols=("knn", "linear_sgd"), options={"knn": {"k": [5]}}))
     assert set(both["pretrained"]) == {"knn_top1@5", "linear_sgd_top1"}
 
 
 def test_eval_config_keys_of_the_image_protocols():
     assert ProtocolSettings.from_eval_config(EvalConfig(), 0) == ProtocolSettings()  # same defaults both places
-    cfg = build_config("demo", ["eval.protocols=[knn,finetune,linear_sgd]", "eval.finetune_epochs=1",
-                                "eval.finetune_mixup=0.8", "eval.finetune_cutmix=1.0", "eval.linear_sgd_lr=0.5"])
+    cfg = build_config("demo", ["eval.protocols=[knn,finetune,linear_sgd]", "eval.finetune.epochs=1",
+                                "eval.finetune.mixup=0.8", "eval.finetune.cutmix=1.0", "eval.linear_sgd.lr=0.5"])
     settings = ProtocolSettings.from_eval_config(cfg.eval, 7)
     assert settings.protocols == ("knn", "finetune", "linear_sgd") and settings.seed == 7
-    assert (settings.finetune.epochs, settings.finetune.mixup, settings.finetune.cutmix) == (1, 0.8, 1.0)
-    assert settings.linear_sgd.lr == 0.5 and settings.linear_sgd.epochs == LinearSGDSettings().epochs
-    for bad in ("eval.finetune_layer_decay=0", "eval.finetune_layer_decay=1.5", "eval.finetune_mixup=-1",
-                "eval.finetune_lr=0", "eval.linear_sgd_epochs=0", "eval.finetune_label_smoothing=1"):
+    tuned, linear = settings.of("finetune"), settings.of("linear_sgd")
+    assert (tuned.epochs, tuned.mixup, tuned.cutmix) == (1, 0.8, 1.0)
+    assert linear.lr == 0.5 and linear.epochs == LinearSGDSettings().epochs
+    for bad in ("eval.finetune.layer_decay=0", "eval.finetune.layer_decay=1.5", "eval.finetune.mixup=-1",
+                "eval.finetune.lr=0", "eval.linear_sgd.epochs=0", "eval.finetune.label_smoothing=1",
+                "eval.finetune.crop_scale=[0.9,0.5]"):
         with pytest.raises(ConfigError, match=bad.split("=")[0]):
             build_config("demo", [bad])
     with pytest.raises(ValueError, match="layer_decay"):

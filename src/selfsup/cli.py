@@ -121,14 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a run's backbone, or any backbone, beside the baselines",
                        description="`selfsup eval RUN_DIR` or `selfsup eval --backbone timm:resnet18 [--weights "
-                       "w.safetensors] --data FOLDER`, plus key=value overrides such as eval.knn_k=[1,5,20,200].")
+                       "w.safetensors] --data FOLDER`, plus key=value overrides such as eval.knn.k=[1,5,20,200].")
     p.add_argument("run", nargs="?", help="run directory (or give --backbone)")
     p.add_argument("overrides", nargs="*", help="key=value, e.g. eval.protocols=[knn,fewshot] seed=1")
     p.add_argument("--data", help="dataset name, image folder or .npz (default: the run's data)")
     p.add_argument("--backbone", help="registered name, timm:<model>, or a saved backbone (run dir / .safetensors)")
     p.add_argument("--weights", help="state dict (.safetensors, .pt) for --backbone NAME; default: random init")
-    p.add_argument("--protocols", help="comma-separated: knn,linear,fewshot,lowlabel,retrieval,kmeans,diagnostics "
-                   "or all (default knn,linear)")
+    p.add_argument("--protocols", help="comma-separated evaluation protocols (selfsup list), or all: every one that "
+                   "does not train on the images (default: eval.protocols)")
     p.add_argument("--image-size", type=int, help="input size for --backbone (default: saved or model default)")
     p.add_argument("--out", help="results folder for --backbone (default runs/eval-<backbone>-<time>)")
     p.set_defaults(func=_eval)

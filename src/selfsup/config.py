@@ -9,10 +9,13 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from selfsup.registry import did_you_mean
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
@@ -23,6 +26,11 @@ class ConfigError(ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SettingsModel(_Section):
+    """Base of the settings models that other layers define and the config validates as a section (an evaluation
+    protocol's ``eval.<name>``): a misspelt key fails with its dotted path."""
 
 
 class DataConfig(_Section):
@@ -88,32 +96,114 @@ class TrainConfig(_Section):
         return value
 
 
-EvalProtocol = Literal["knn", "linear", "fewshot", "lowlabel", "retrieval", "kmeans", "diagnostics", "linear_sgd",
-                       "finetune"]
+class EvalSection(NamedTuple):
+    """One protocol's section of ``eval``: its settings model and whether it runs by default."""
+
+    settings: type[BaseModel]
+    default: bool = False
+
+
+#: ``eval.<name>`` sections, filled by the evaluation protocols as they register (selfsup.eval.protocols):
+#: config.py names no protocol. Validation happens after ``import selfsup``, so every protocol is here by then.
+EVAL_SECTIONS: dict[str, EvalSection] = {}
+
+
+def register_eval_section(name: str, settings: type[BaseModel], default: bool = False) -> None:
+    """Add the ``eval.<name>`` section, validated by ``settings`` (a pydantic model with extra="forbid")."""
+    if name in EVAL_SECTIONS and EVAL_SECTIONS[name].settings is not settings:
+        raise ValueError(f"eval section '{name}' is registered twice")
+    if name in EvalConfig.model_fields:
+        raise ValueError(f"eval section '{name}' would hide the general key eval.{name}")
+    EVAL_SECTIONS[name] = EvalSection(settings, default)
+
+
+def default_eval_protocols() -> list[str]:
+    return [name for name, section in EVAL_SECTIONS.items() if section.default]
+
+
+def _renamed(key: str) -> str | None:
+    """How an ``eval`` key of before the per-protocol sections now reads, or None for an unknown key."""
+    for name, section in EVAL_SECTIONS.items():
+        field = key[len(name) + 1:]
+        if key.startswith(name + "_") and field in section.settings.model_fields:
+            return f"eval.{key} is now eval.{name}.{field}"
+    return None
+
+
+def _section_value(name: str, value: Any, data: dict) -> str | None:
+    """The message for a section given a plain value (``eval.linear: false`` used to switch a protocol off)."""
+    if isinstance(value, (dict, BaseModel)):
+        return None
+    chosen = list(data.get("protocols") or default_eval_protocols())
+    others = ",".join(p for p in chosen if p != name)
+    hint = ""
+    if value is False:
+        hint = (f"; `eval.{name}: false` used to drop that protocol: now that is eval.protocols without it, "
+                f"e.g. eval.protocols=[{others}]")
+    elif value is True:
+        hint = f"; `eval.{name}: true` is now {name} in eval.protocols, e.g. eval.protocols=[{others},{name}]"
+    keys = ", ".join(f"eval.{name}.{k}" for k in EVAL_SECTIONS[name].settings.model_fields)
+    return f"eval.{name} is now the section of the {name} protocol's settings ({keys or 'none'}){hint}"
 
 
 class EvalConfig(_Section):
+    """The general evaluation keys, and one section ``eval.<protocol>`` per registered protocol (its settings,
+    validated by the protocol's own model, defaults filled in so that config.yaml is fully resolved)."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
     enabled: bool = True
-    # kNN and linear by default; the others (see selfsup.eval.protocol) cost more and are opt-in.
-    protocols: list[EvalProtocol] = Field(default_factory=lambda: ["knn", "linear"])
-    knn_k: list[PositiveInt] = Field(default_factory=lambda: [20, 200])  # a sweep: [1, 5, 10, 20, 50, 100, 200]
-    knn_temperature: float = Field(0.07, gt=0)
-    linear: bool = True  # false removes "linear" from protocols (kept for existing recipes)
-    fewshot_shots: list[PositiveInt] = Field(default_factory=lambda: [1, 5, 10])
-    fewshot_seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])  # fixed: same labels for every run
-    lowlabel_fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [0.01, 0.1])
-    # Image protocols (selfsup.eval.finetune, selfsup.eval.linear_sgd); defaults as their settings classes'.
-    finetune_epochs: PositiveInt = 2
-    finetune_lr: float = Field(2e-3, gt=0)  # AdamW peak, batch 128
-    finetune_layer_decay: float = Field(0.75, gt=0, le=1)  # ViTs only; 1 = off
-    finetune_mixup: float = Field(0.0, ge=0)  # Beta(alpha, alpha); 0 = off
-    finetune_cutmix: float = Field(0.0, ge=0)  # Beta(alpha, alpha); 0 = off
-    finetune_label_smoothing: float = Field(0.1, ge=0, lt=1)
-    linear_sgd_epochs: PositiveInt = 4
-    linear_sgd_lr: float = Field(0.1, gt=0)  # SGD peak, batch 256
+    # The protocols that register as default (kNN, linear); the others cost more and are opt-in.
+    protocols: list[str] = Field(default_factory=default_eval_protocols)
     baselines: bool = True
     batch_size: int = Field(256, ge=1)
     report: bool = True  # write report.html at the end of the run (also: `selfsup report RUN_DIR`)
+
+    @classmethod
+    def sections(cls) -> dict[str, type[BaseModel]]:
+        return {name: section.settings for name, section in EVAL_SECTIONS.items()}
+
+    @field_validator("protocols")
+    @classmethod
+    def _registered(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if name not in EVAL_SECTIONS:
+                raise ValueError(f"unknown evaluation protocol '{name}'.{did_you_mean(name, EVAL_SECTIONS)} "
+                                 f"Registered: {', '.join(EVAL_SECTIONS)}")
+        return names
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _validate_sections(cls, data: Any, handler):
+        if not isinstance(data, dict):
+            return handler(data)
+        general = {k: v for k, v in data.items() if k in cls.model_fields}
+        errors, sections = [], {}
+        for name, section in EVAL_SECTIONS.items():
+            value = data.get(name, {})
+            message = _section_value(name, value, data)
+            if message is not None:
+                errors.append({"type": PydanticCustomError("renamed_key", message), "loc": (name,), "input": value})
+                continue
+            try:
+                sections[name] = section.settings.model_validate(value)
+            except ValidationError as error:
+                errors += [{"type": item["type"], "loc": (name, *item["loc"]), "input": item.get("input"),
+                            **({"ctx": item["ctx"]} if "ctx" in item else {})} for item in error.errors()]
+        for key, value in data.items():
+            if key not in cls.model_fields and key not in EVAL_SECTIONS:
+                renamed = _renamed(key)
+                kind = PydanticCustomError("renamed_key", renamed) if renamed else "extra_forbidden"
+                errors.append({"type": kind, "loc": (key,), "input": value})
+        try:
+            validated = handler({**general, **sections})
+        except ValidationError as error:
+            errors = [{"type": item["type"], "loc": item["loc"], "input": item.get("input"),
+                       **({"ctx": item["ctx"]} if "ctx" in item else {})} for item in error.errors()] + errors
+            validated = None
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return validated
 
 
 class Config(_Section):
@@ -149,6 +239,10 @@ def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
         ann = field.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             keys.extend(_valid_keys(ann, path + "."))
+    sections = model.sections() if hasattr(model, "sections") else {}  # EvalConfig: one per protocol
+    for name, section in sections.items():
+        keys.append(f"{prefix}{name}")
+        keys.extend(_valid_keys(section, f"{prefix}{name}."))
     return keys
 
 
@@ -157,7 +251,9 @@ def friendly_error(error: ValidationError, model: type[BaseModel], where: str, p
     valid = _valid_keys(model)
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"])
-        if item["type"] == "extra_forbidden":
+        if item["type"] == "renamed_key":
+            lines.append(item["msg"])
+        elif item["type"] == "extra_forbidden":
             leaf = key.rsplit(".", 1)[-1]
             parent = key.rsplit(".", 1)[0] + "." if "." in key else ""
             siblings = [k for k in valid if k.startswith(parent) and "." not in k[len(parent):]]

@@ -17,6 +17,7 @@ from selfsup.config import Config, apply_overrides, save_config, validate
 from selfsup.data import DataSplits, write_bad_files
 from selfsup.dist import DistInfo, barrier, setup_distributed
 from selfsup.engine.trainer import build_trainer
+from selfsup.eval.evaluate import evaluate_run
 from selfsup.export import save_backbone
 from selfsup.methods import validate_method_options
 from selfsup.report import write_report
@@ -121,29 +122,3 @@ def write_run_report(run_dir: Path, splits=None) -> Path | None:
             f"(retry with `selfsup report {run_dir}`)")
         return None
 
-
-def evaluate_run(run_dir: str | Path, data: str | None = None, splits=None, cfg: Config | None = None) -> dict:
-    """Evaluate a run's exported backbone (and the baselines) and write ``results.json``.
-
-    ``cfg`` (default: the run's config.yaml) gives the eval settings, e.g. with ``eval.*`` overrides applied."""
-    from selfsup.data import open_data
-    from selfsup.eval.evaluate import evaluate_and_record
-    from selfsup.eval.protocol import ProtocolSettings
-    from selfsup.export import load_backbone
-
-    run_dir = Path(run_dir)
-    cfg = cfg or runs.load_run_config(run_dir)
-    backbone = load_backbone(run_dir)
-    meta = backbone.meta
-    if splits is None:
-        splits = open_data(data or cfg.data.source, channels=meta["spec"]["in_channels"],
-                           max_bad_fraction=cfg.data.max_bad_fraction, seed=cfg.seed,
-                           holdout_fraction=cfg.data.holdout_fraction)
-    summary_path = run_dir / "train_summary.json"
-    run_info = {"method": cfg.method, "backbone": cfg.backbone.name, "seed": cfg.seed,
-                **(json.loads(summary_path.read_text()) if summary_path.exists() else {})}
-    return evaluate_and_record(
-        backbone, splits, run_dir, settings=ProtocolSettings.from_eval_config(cfg.eval, cfg.seed),
-        image_size=meta["image_size"], mean=meta["normalization"]["mean"], std=meta["normalization"]["std"],
-        data_name=data or cfg.data.source, run_info=run_info, baselines=cfg.eval.baselines,
-        batch_size=cfg.eval.batch_size, log=log)

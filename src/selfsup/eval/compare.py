@@ -23,15 +23,14 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from selfsup.eval.protocol import PLAIN_NUMBERS, ROWS, format_metric, metric_label, table_metrics
+import yaml
+
+from selfsup.eval.display import ROWS, format_metric, is_plain_number, metric_label, table_metrics
+from selfsup.eval.protocols import protocol_of
+from selfsup.runs import CONFIG_FILE, METRICS_FILE, RESULTS_FILE, SUMMARY_FILE
 
 __all__ = ["RunRecord", "load_run", "build_comparison", "Comparison", "compare_runs", "ProtocolMismatch"]
 
-# Protocol settings that say which values were computed, not how: they never make two values incomparable.
-_SCOPE_KEYS = {"knn": {"k"}, "fewshot": {"shots"}, "lowlabel": {"fractions"}, "retrieval": {"recall_at"}}
-_FAMILIES = (("knn_", "knn"), ("linear_sgd_", "linear_sgd"), ("linear_", "linear"), ("finetune_", "finetune"), ("fewshot_", "fewshot"), ("lowlabel_", "lowlabel"),
-             ("retrieval_", "retrieval"), ("kmeans_", "kmeans"), ("effective_rank", "diagnostics"),
-             ("normalized_std", "diagnostics"), ("alignment", "diagnostics"), ("uniformity", "diagnostics"))
 DESCRIPTIVE = ("run", "features", "method", "backbone", "data", "budget", "wall time (s)", "images/s")
 
 
@@ -91,20 +90,18 @@ def _budget(cfg: dict) -> str | None:
 
 def load_run(path: str | Path) -> RunRecord:
     """Read a run directory (or a ``selfsup eval --backbone`` folder); it must hold ``results.json``."""
-    import yaml
-
     path = Path(path)
-    results = _read_json(path / "results.json")
+    results = _read_json(path / RESULTS_FILE)
     if results is None:
         hint = " (it has no evaluation: was it trained without labels, or did it stop early?)" if path.is_dir() else ""
-        raise FileNotFoundError(f"{path / 'results.json'} is missing or unreadable{hint}; "
+        raise FileNotFoundError(f"{path / RESULTS_FILE} is missing or unreadable{hint}; "
                                 f"evaluate it with `selfsup eval {path}`")
     cfg = {}
-    if (path / "config.yaml").exists():
-        cfg = yaml.safe_load((path / "config.yaml").read_text()) or {}
+    if (path / CONFIG_FILE).exists():
+        cfg = yaml.safe_load((path / CONFIG_FILE).read_text()) or {}
     run = results.get("run") or {}
-    summary = _read_json(path / "train_summary.json") or {}
-    metrics = _last_metrics(path / "metrics.jsonl")
+    summary = _read_json(path / SUMMARY_FILE) or {}
+    metrics = _last_metrics(path / METRICS_FILE)
     wall = run.get("wall_time_s", summary.get("wall_time_s", metrics.get("elapsed_s")))
     speed = run.get("images_per_s", summary.get("images_per_s", metrics.get("images_per_s")))
     backbone = run.get("backbone") or (cfg.get("backbone") or {}).get("name")
@@ -117,13 +114,6 @@ def load_run(path: str | Path) -> RunRecord:
         data_info=results.get("data") or {}, results=results.get("results") or {})
 
 
-def _family(metric: str) -> str | None:
-    for prefix, family in _FAMILIES:
-        if metric.startswith(prefix):
-            return family
-    return None
-
-
 def protocol_signature(run: RunRecord, metric: str) -> dict:
     """The settings under which ``run`` measured ``metric``: equal signatures mean comparable values."""
     data = run.data_info
@@ -133,12 +123,12 @@ def protocol_signature(run: RunRecord, metric: str) -> dict:
         "train data": data.get("train_fingerprint") or f"{data.get('source')} ({data.get('train_images')} images)",
         "test data": data.get("test_fingerprint") or f"{data.get('source')} ({data.get('test_images')} images)",
     }
-    family = _family(metric)
-    if family is not None:
-        settings = run.protocol.get(family)
+    protocol = protocol_of(metric)  # the protocol that writes the metric decides which of its settings count
+    if protocol is not None:
+        family, settings = protocol.name, run.protocol.get(protocol.name)
         if isinstance(settings, dict):
             for key, value in settings.items():
-                if key not in _SCOPE_KEYS.get(family, ()):
+                if key not in protocol.scope_keys:
                     signature[f"{family}.{key}"] = value
         else:
             signature[family] = settings
@@ -174,7 +164,7 @@ class Comparison:
         return str(value)
 
     def header(self) -> list[str]:
-        return list(DESCRIPTIVE) + [metric_label(m) + ("" if m in PLAIN_NUMBERS else " (%)") for m in self.metrics]
+        return list(DESCRIPTIVE) + [metric_label(m) + ("" if is_plain_number(m) else " (%)") for m in self.metrics]
 
     def text_rows(self) -> list[list[str]]:
         return [[self._descriptive(r, c) for c in DESCRIPTIVE] + [self._cell(r, m) for m in self.metrics]

@@ -18,6 +18,7 @@ plus the image size), ``data`` (source, sizes, fingerprints of both splits), ``r
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -26,17 +27,23 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors.torch import load_file
 
-from selfsup.eval.protocol import ProtocolSettings, evaluate_backbone, format_table
-
-RESULTS_FILE = "results.json"
+from selfsup.backbones import build_backbone
+from selfsup.config import Config, ConfigError, apply_overrides, validate
+from selfsup.eval.display import format_table
+from selfsup.eval.protocol import ProtocolSettings, evaluate_backbone
+from selfsup.eval.protocols import all_protocols
+from selfsup.export import load_backbone
+from selfsup.runs import RESULTS_FILE, SUMMARY_FILE, load_run_config, open_run_data, run_preprocess
+from selfsup.views.preprocess import Preprocess
 
 
 def _default_log(message: str) -> None:
     print(f"[selfsup] {message}", file=sys.stderr, flush=True)
 
 
-def evaluate_and_record(backbone, splits, out_dir, *, settings: ProtocolSettings, image_size: int, mean, std,
+def evaluate_and_record(backbone, splits, out_dir, *, settings: ProtocolSettings, preprocess: Preprocess,
                         data_name: str, run_info: dict, baselines: bool = True, batch_size: int = 256,
                         row: str = "pretrained", log: Callable[[str], None] = _default_log) -> dict:
     """Run the protocol on ``backbone`` (features cached in ``out_dir/features``), write and print the results."""
@@ -44,11 +51,10 @@ def evaluate_and_record(backbone, splits, out_dir, *, settings: ProtocolSettings
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    results = evaluate_backbone(backbone, splits, image_size=image_size, mean=mean, std=std, settings=settings,
-                                baselines=baselines, batch_size=batch_size, device=device,
-                                cache_dir=out_dir / "features", log=log, row=row)
+    results = evaluate_backbone(backbone, splits, preprocess=preprocess, settings=settings, baselines=baselines,
+                                batch_size=batch_size, device=device, cache_dir=out_dir / "features", log=log, row=row)
     payload = {
-        "protocol": {**settings.record(), "image_size": int(image_size)},
+        "protocol": {**settings.record(), "image_size": preprocess.image_size},
         "data": {"source": str(data_name), "train_images": len(splits.train), "test_images": len(splits.test),
                  "num_classes": len(splits.train.classes) if splits.train.classes else None,
                  "train_fingerprint": splits.train.fingerprint(), "test_fingerprint": splits.test.fingerprint()},
@@ -64,11 +70,29 @@ def evaluate_and_record(backbone, splits, out_dir, *, settings: ProtocolSettings
     return payload
 
 
+def evaluate_run(run_dir: str | Path, data: str | None = None, splits=None, cfg: Config | None = None) -> dict:
+    """Evaluate a run's exported backbone (and the baselines) and write ``results.json``.
+
+    ``cfg`` (default: the run's config.yaml) gives the eval settings, e.g. with ``eval.*`` overrides applied."""
+    run_dir = Path(run_dir)
+    cfg = cfg or load_run_config(run_dir)
+    backbone = load_backbone(run_dir)
+    meta = backbone.meta
+    if splits is None:
+        splits = open_run_data(cfg, data, channels=meta["spec"]["in_channels"])
+    summary_path = run_dir / SUMMARY_FILE
+    run_info = {"method": cfg.method, "backbone": cfg.backbone.name, "seed": cfg.seed,
+                **(json.loads(summary_path.read_text()) if summary_path.exists() else {})}
+    preprocess = Preprocess(meta["image_size"], meta["normalization"]["mean"], meta["normalization"]["std"])
+    return evaluate_and_record(
+        backbone, splits, run_dir, settings=ProtocolSettings.from_eval_config(cfg.eval, cfg.seed),
+        preprocess=preprocess, data_name=data or cfg.data.source, run_info=run_info, baselines=cfg.eval.baselines,
+        batch_size=cfg.eval.batch_size)
+
+
 # ------------------------------------------------------------------------------------------- any backbone
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(path), device="cpu")
     state = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model", "backbone"):  # common checkpoint wrappers
@@ -117,9 +141,6 @@ def load_any_backbone(backbone: str, weights: str | Path | None = None, channels
 
     A named architecture without weights is initialised from ``seed`` (as the random-init baseline is), so
     its numbers are reproducible."""
-    from selfsup.backbones import build_backbone
-    from selfsup.export import load_backbone
-
     path = Path(backbone)
     if _is_saved_backbone(path) and path.exists():
         if weights is not None:
@@ -151,34 +172,26 @@ def evaluate_any_backbone(backbone: str, data: str, *, weights=None, out_dir=Non
     ``cfg`` also gives the data options (channels for a named backbone, holdout fraction, seed) and, when
     set, ``data.mean`` / ``data.std``. Results go to ``out_dir`` (default ``<runs_dir>/eval-<name>-<time>``).
     """
-    from selfsup.config import Config
-    from selfsup.data import open_data
-    from selfsup.run import normalization
-
     cfg = cfg or Config()
     model, meta, trained = load_any_backbone(backbone, weights, cfg.data.channels, cfg.seed, log)
     channels = int(meta["spec"].get("in_channels", cfg.data.channels))
-    splits = open_data(data, channels=channels, max_bad_fraction=cfg.data.max_bad_fraction, seed=cfg.seed,
-                       holdout_fraction=cfg.data.holdout_fraction)
+    splits = open_run_data(cfg, data, channels=channels)
     size = int(image_size or meta.get("image_size") or cfg.data.image_size)
-    if cfg.data.mean is not None and cfg.data.std is not None:
-        mean, std = cfg.data.mean, cfg.data.std
-    elif "normalization" in meta:
-        mean, std = meta["normalization"]["mean"], meta["normalization"]["std"]
+    if "normalization" in meta and (cfg.data.mean is None or cfg.data.std is None):  # the config's own wins
+        preprocess = Preprocess(size, meta["normalization"]["mean"], meta["normalization"]["std"])
     else:
-        mean, std = normalization(cfg, splits.train)
+        preprocess = dataclasses.replace(run_preprocess(cfg, splits.train), image_size=size)
     name = meta["spec"]["name"]
     if out_dir is None:
         out_dir = Path(cfg.runs_dir) / f"eval-{name.replace(':', '-')}-{datetime.now():%Y%m%d-%H%M%S}"
     run_info = {"method": meta.get("method"), "backbone": name, "seed": cfg.seed,
                 "evaluated_backbone": str(backbone), "weights": str(weights) if weights else None,
-                "trained": trained, "mean": list(mean), "std": list(std)}
+                "trained": trained, "mean": list(preprocess.mean), "std": list(preprocess.std)}
     settings = ProtocolSettings.from_eval_config(cfg.eval, cfg.seed)
     log(f"evaluating {name} ({'trained weights' if trained else 'random init'}) on {data} at {size}x{size}, "
         f"protocols {', '.join(settings.protocols)}; results in {out_dir}")
-    return evaluate_and_record(model, splits, out_dir, settings=settings, image_size=size, mean=mean, std=std,
-                               data_name=data, run_info=run_info, baselines=cfg.eval.baselines,
-                               batch_size=cfg.eval.batch_size, row="pretrained" if trained else "random_init",
+    return evaluate_and_record(model, splits, out_dir, settings=settings, preprocess=preprocess, data_name=data,
+                               run_info=run_info, baselines=cfg.eval.baselines, batch_size=cfg.eval.batch_size, row="pretrained" if trained else "random_init",
                                log=log)
 
 
@@ -186,28 +199,23 @@ def eval_command(run=None, *, data=None, backbone=None, weights=None, out=None, 
                  overrides=()) -> dict:
     """``selfsup eval``: a run directory, or ``--backbone`` (+ ``--weights``) on ``--data``.
 
-    ``overrides`` are ``key=value`` config overrides (``eval.knn_k=[1,5,10,20,50,100,200]``, ``seed=1``, ...)
+    ``overrides`` are ``key=value`` config overrides (``eval.knn.k=[1,5,10,20,50,100,200]``, ``seed=1``, ...)
     applied to the run's config, or to the default config for ``--backbone``. ``protocols``: comma-separated
-    protocol names, or ``all``.
+    protocol names, or ``all`` (every registered protocol that does not train on the images).
     """
-    from selfsup.config import ConfigError, Config, apply_overrides, load_config, validate
-    from selfsup.eval.protocol import PROTOCOLS
-
     overrides = list(overrides)
     if protocols:
         names = [p.strip() for p in protocols.split(",") if p.strip()]
-        names = list(PROTOCOLS) if names == ["all"] else names
-        overrides += [f"eval.protocols=[{','.join(names)}]", f"eval.linear={'true' if 'linear' in names else 'false'}"]
+        names = list(all_protocols()) if names == ["all"] else names
+        overrides.append(f"eval.protocols=[{','.join(names)}]")
     if run is not None:
         if backbone is not None or weights is not None:
             raise ConfigError("give either a run directory or --backbone/--weights, not both")
         if image_size is not None or out is not None:
             raise ConfigError("--image-size and --out are for --backbone: a run's backbone is evaluated at its "
                               "training size, and its results go to RUN_DIR/results.json")
-        from selfsup.run import evaluate_run
-
         run_dir = Path(run)
-        cfg = load_config(run_dir / "config.yaml")
+        cfg = load_run_config(run_dir)
         if overrides:
             cfg = validate(apply_overrides(cfg.model_dump(mode="json"), overrides), where="eval overrides")
         return evaluate_run(run_dir, data=data, cfg=cfg)

@@ -18,7 +18,7 @@ The recipe is MAE's fine-tuning recipe (He et al., "Masked Autoencoders Are Scal
    backbones have no layer sequence to decay along: they are fine-tuned at one learning rate, and the
    result says so (``finetune_layer_decay`` is then 1.0).
 4. After the last epoch (no early stopping: the test split is looked at once), top-1 on the test split
-   through the evaluation transform (:func:`selfsup.eval.features.eval_transform`).
+   through the evaluation transform (:class:`selfsup.views.preprocess.Preprocess`).
 
 The backbone passed in is never modified: training happens on a deep copy. Everything random (head
 initialisation, sample order, crops, flips, mixing) follows from ``seed``; on CPU the same seed gives the
@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -40,46 +39,43 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
+from pydantic import Field, PositiveInt, field_validator
 from torch.utils.data import DataLoader, Dataset
 
+from selfsup.config import SettingsModel
 from selfsup.engine.optim import NO_DECAY_NAMES
 from selfsup.schedules import warmup_cosine
-from selfsup.views.preprocess import eval_transform
 from selfsup.views.augment import crop_box, resized_crop, sample_generator
+from selfsup.views.preprocess import Preprocess
 
 __all__ = ["FinetuneSettings", "finetune", "AugmentedImages", "train_batches", "top1_accuracy", "soft_targets",
            "mixup", "cutmix", "cutmix_box", "mix_batch", "soft_target_cross_entropy", "vit_layer_id",
            "finetune_param_groups", "seeded_rng", "resolve_device"]
 
 
-@dataclass(frozen=True)
-class FinetuneSettings:
-    """Every choice of the fine-tuning protocol; defaults sized for 6,000 images of 32 px on 2 CPU cores."""
+def check_crop_scale(scale: tuple[float, float]) -> tuple[float, float]:
+    low, high = scale
+    if not 0 < low <= high <= 1:
+        raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {list(scale)}")
+    return scale
 
-    epochs: int = 2
-    lr: float = 2e-3  # AdamW peak learning rate, for batch_size (no scaling rule applied)
-    batch_size: int = 128
-    weight_decay: float = 0.05  # MAE's fine-tuning value; biases, norms and tokens are exempt
-    warmup: float = 0.1  # fraction of the steps spent in linear warm-up
-    layer_decay: float = 0.75  # MAE's value for ViT-B; ViTs only
-    mixup: float = 0.0  # Beta(alpha, alpha) mixing coefficient; 0 = off (MAE: 0.8)
-    cutmix: float = 0.0  # 0 = off (MAE: 1.0)
-    label_smoothing: float = 0.1
+
+class FinetuneSettings(SettingsModel):
+    """Every choice of the fine-tuning protocol (``eval.finetune.*``); defaults sized for 6,000 images of 32 px
+    on 2 CPU cores."""
+
+    epochs: PositiveInt = 2
+    lr: float = Field(2e-3, gt=0)  # AdamW peak learning rate, for batch_size (no scaling rule applied)
+    batch_size: int = Field(128, ge=2)
+    weight_decay: float = Field(0.05, ge=0)  # MAE's fine-tuning value; biases, norms and tokens are exempt
+    warmup: float = Field(0.1, ge=0, lt=1)  # fraction of the steps spent in linear warm-up
+    layer_decay: float = Field(0.75, gt=0, le=1)  # MAE's value for ViT-B; ViTs only; 1 = off
+    mixup: float = Field(0.0, ge=0)  # Beta(alpha, alpha) mixing coefficient; 0 = off (MAE: 0.8)
+    cutmix: float = Field(0.0, ge=0)  # 0 = off (MAE: 1.0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
     crop_scale: tuple[float, float] = (0.5, 1.0)
 
-    def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 2:
-            raise ValueError(f"fine-tuning needs epochs >= 1 and batch_size >= 2, got {self.epochs}, "
-                             f"{self.batch_size}")
-        if not (self.lr > 0 and 0 < self.layer_decay <= 1 and self.weight_decay >= 0 and 0 <= self.warmup < 1):
-            raise ValueError(f"invalid fine-tuning settings {self}: need lr > 0, 0 < layer_decay <= 1, "
-                             "weight_decay >= 0, 0 <= warmup < 1")
-        if self.mixup < 0 or self.cutmix < 0 or not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"mixup and cutmix alphas must be >= 0 and label_smoothing in [0, 1), got "
-                             f"{self.mixup}, {self.cutmix}, {self.label_smoothing}")
-        low, high = self.crop_scale
-        if not 0 < low <= high <= 1:
-            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
+    check_crop_scale = field_validator("crop_scale")(check_crop_scale)
 
 
 # ------------------------------------------------------------------------------------------------- images
@@ -101,10 +97,8 @@ class AugmentedImages(Dataset):
     the number of workers or on the order in which samples are read.
     """
 
-    def __init__(self, source, *, image_size: int, mean, std, crop_scale=(0.5, 1.0), seed: int = 0,
-                 epoch: int = 0):
-        self.source, self.image_size, self.crop_scale = source, int(image_size), tuple(crop_scale)
-        self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
+    def __init__(self, source, *, preprocess: Preprocess, crop_scale=(0.5, 1.0), seed: int = 0, epoch: int = 0):
+        self.source, self.preprocess, self.crop_scale = source, preprocess, tuple(crop_scale)
         self.seed, self.epoch = int(seed), int(epoch)
         self.labels = torch.as_tensor(np.asarray(source.labels), dtype=torch.int64)
 
@@ -112,28 +106,27 @@ class AugmentedImages(Dataset):
         return len(self.source)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = _with_channels(self.source.get_image(i), len(self.mean))
+        image = _with_channels(self.source.get_image(i), self.preprocess.channels)
         gen = sample_generator(self.seed, self.epoch, i)
         top, left, h, w = crop_box(image.shape[-2], image.shape[-1], self.crop_scale, (3 / 4, 4 / 3), gen)
-        view = resized_crop(image, top, left, h, w, self.image_size)
+        view = resized_crop(image, top, left, h, w, self.preprocess.image_size)
         if gen.random() < 0.5:
             view = view.flip(-1)
-        return TF.normalize(view, self.mean, self.std), self.labels[i]
+        return TF.normalize(view, list(self.preprocess.mean), list(self.preprocess.std)), self.labels[i]
 
 
-def train_batches(source, *, epoch: int, order: torch.Generator, batch_size: int, image_size: int, mean, std,
+def train_batches(source, *, epoch: int, order: torch.Generator, batch_size: int, preprocess: Preprocess,
                   crop_scale, seed: int) -> DataLoader:
     """The batches of one training epoch in an order drawn from ``order``; the last partial batch is dropped
     (a batch of one breaks BatchNorm, and equal batches keep the schedule's step count exact)."""
-    images = AugmentedImages(source, image_size=image_size, mean=mean, std=std, crop_scale=crop_scale, seed=seed,
-                             epoch=epoch)
+    images = AugmentedImages(source, preprocess=preprocess, crop_scale=crop_scale, seed=seed, epoch=epoch)
     permutation = torch.randperm(len(images), generator=order).tolist()
     return DataLoader(images, batch_size=min(batch_size, len(images)), sampler=permutation, drop_last=True)
 
 
 def supervised_epochs(protocol: str, source, *, optimizer: torch.optim.Optimizer,
                       loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                      lr_at: Callable[[float], float], epochs: int, batch_size: int, image_size: int, mean, std,
+                      lr_at: Callable[[float], float], epochs: int, batch_size: int, preprocess: Preprocess,
                       crop_scale: tuple[float, float], seed: int, log: Callable[[str], None] | None) -> bool:
     """The loop the supervised protocols share: ``epochs`` of shuffled, augmented batches of ``source``; each
     step sets every group's lr to ``lr_at(progress) * lr_scale`` (progress in [0, 1)), then minimises
@@ -144,15 +137,14 @@ def supervised_epochs(protocol: str, source, *, optimizer: torch.optim.Optimizer
     for epoch in range(epochs):
         running = 0.0
         for images, labels in train_batches(source, epoch=epoch, order=order, batch_size=batch_size,
-                                            image_size=image_size, mean=mean, std=std, crop_scale=crop_scale,
-                                            seed=seed):
+                                            preprocess=preprocess, crop_scale=crop_scale, seed=seed):
             lr = lr_at(step / total)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group.get("lr_scale", 1.0)
             loss = loss_of(images, labels)
             if not torch.isfinite(loss):
                 if log is not None:
-                    log(f"  {protocol}: the loss diverged at step {step}; lower eval.{protocol}_lr")
+                    log(f"  {protocol}: the loss diverged at step {step}; lower eval.{protocol}.lr")
                 return False
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -165,23 +157,23 @@ def supervised_epochs(protocol: str, source, *, optimizer: torch.optim.Optimizer
 
 
 class _TestImages(Dataset):
-    def __init__(self, source, image_size: int, mean, std):
-        self.source, self.image_size, self.mean, self.std = source, int(image_size), list(mean), list(std)
+    def __init__(self, source, preprocess: Preprocess):
+        self.source, self.preprocess = source, preprocess
         self.labels = torch.as_tensor(np.asarray(source.labels), dtype=torch.int64)
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return eval_transform(self.source.get_image(i), self.image_size, self.mean, self.std), self.labels[i]
+        return self.preprocess(self.source.get_image(i)), self.labels[i]
 
 
 @torch.no_grad()
-def top1_accuracy(classify: Callable[[torch.Tensor], torch.Tensor], source, *, image_size: int, mean, std,
-                  device, batch_size: int = 256) -> float:
+def top1_accuracy(classify: Callable[[torch.Tensor], torch.Tensor], source, *, preprocess: Preprocess, device,
+                  batch_size: int = 256) -> float:
     """Top-1 of ``classify`` (images -> logits) on every image of ``source`` under the evaluation transform."""
     correct = 0
-    for images, labels in DataLoader(_TestImages(source, image_size, mean, std), batch_size=batch_size):
+    for images, labels in DataLoader(_TestImages(source, preprocess), batch_size=batch_size):
         predictions = classify(images.to(device)).argmax(dim=1).cpu()
         correct += int((predictions == labels).sum())
     return correct / max(1, len(source))
@@ -325,15 +317,15 @@ class _Classifier(nn.Module):
         return self.head(self.backbone(images))
 
 
-def finetune(backbone: nn.Module, splits, *, image_size: int, mean, std,
-             settings: FinetuneSettings = FinetuneSettings(), seed: int = 0, device=None,
-             log: Callable[[str], None] | None = None) -> dict:
+def finetune(backbone: nn.Module, splits, *, preprocess: Preprocess, settings: FinetuneSettings | None = None,
+             seed: int = 0, device=None, log: Callable[[str], None] | None = None) -> dict:
     """Fine-tune a copy of ``backbone`` with a new linear head on ``splits.train``; test top-1 on ``splits.test``.
 
     ``device``: where to train (default: where the backbone is). Returns ``{"finetune_top1": accuracy,
     "finetune_layer_decay": the decay applied (1.0 for a non-ViT backbone)}``; the accuracy is NaN when the
-    loss diverged (lower ``eval.finetune_lr``).
+    loss diverged (lower ``eval.finetune.lr``).
     """
+    settings = settings or FinetuneSettings()
     device = resolve_device(backbone, device)
     labels = torch.as_tensor(np.asarray(splits.train.labels), dtype=torch.int64)
     num_classes = int(labels.max()) + 1
@@ -356,9 +348,9 @@ def finetune(backbone: nn.Module, splits, *, image_size: int, mean, std,
 
         if not supervised_epochs("finetune", splits.train, optimizer=optimizer, loss_of=loss_of,
                                  lr_at=lambda progress: settings.lr * warmup_cosine(progress, settings.warmup, 0.0),
-                                 epochs=settings.epochs, batch_size=settings.batch_size, image_size=image_size,
-                                 mean=mean, std=std, crop_scale=settings.crop_scale, seed=seed, log=log):
+                                 epochs=settings.epochs, batch_size=settings.batch_size, preprocess=preprocess,
+                                 crop_scale=settings.crop_scale, seed=seed, log=log):
             return {"finetune_top1": float("nan"), "finetune_layer_decay": applied_decay}
         model.eval()
-        top1 = top1_accuracy(model, splits.test, image_size=image_size, mean=mean, std=std, device=device)
+        top1 = top1_accuracy(model, splits.test, preprocess=preprocess, device=device)
     return {"finetune_top1": top1, "finetune_layer_decay": applied_decay}

@@ -33,18 +33,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from selfsup.eval.tensors import as_tensor
+
 __all__ = ["knn_classify", "knn_accuracy"]
-
-
-def _as_tensor(x, name: str) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        return x
-    if isinstance(x, np.ndarray):
-        return torch.from_numpy(x)
-    try:
-        return torch.as_tensor(x)
-    except Exception as exc:  # pragma: no cover - message only
-        raise TypeError(f"{name}: expected a torch.Tensor or numpy array, got {type(x).__name__}") from exc
 
 
 def _check_ks(ks: Iterable[int] | int) -> tuple[int, ...]:
@@ -146,9 +137,9 @@ def knn_classify(
     Returns:
         ``{k: predictions}`` with int64 CPU tensors of shape (M,), keyed by the requested ``k``.
     """
-    train_features = _as_tensor(train_features, "train_features")
-    test_features = _as_tensor(test_features, "test_features")
-    train_labels = _as_tensor(train_labels, "train_labels")
+    train_features = as_tensor(train_features, "train_features")
+    test_features = as_tensor(test_features, "test_features")
+    train_labels = as_tensor(train_labels, "train_labels")
     ks = _check_ks(ks)
     if train_features.ndim != 2 or test_features.ndim != 2:
         raise ValueError(
@@ -233,8 +224,8 @@ def knn_accuracy(
     **kw,
 ) -> dict[int, float]:
     """Top-1 accuracy of :func:`knn_classify` for every ``k`` in ``ks``; keyword arguments are passed on."""
-    test_labels = _as_tensor(test_labels, "test_labels").reshape(-1).long().cpu()
-    n_test = _as_tensor(test_features, "test_features").shape[0]
+    test_labels = as_tensor(test_labels, "test_labels").reshape(-1).long().cpu()
+    n_test = as_tensor(test_features, "test_features").shape[0]
     if test_labels.numel() != n_test:
         raise ValueError(f"{test_labels.numel()} test labels for {n_test} test features")
     if n_test == 0:

@@ -25,23 +25,16 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+
+from selfsup.eval.tensors import as_tensor
 
 __all__ = ["linear_probe", "DEFAULT_WEIGHT_DECAYS"]
 
 #: the default weight-decay grid: one value per decade from 1e-6 (practically unregularised for
 #: standardised features) to 1 (heavily regularised).
 DEFAULT_WEIGHT_DECAYS: tuple[float, ...] = tuple(10.0 ** e for e in range(-6, 1))
-
-
-def _as_tensor(x, name: str) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        return x
-    if isinstance(x, np.ndarray):
-        return torch.from_numpy(x)
-    return torch.as_tensor(x)
 
 
 def _stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,10 +127,10 @@ def linear_probe(
     Returns:
         ``{"top1": test top-1, "weight_decay": chosen value, "val_top1": its validation top-1}``.
     """
-    x_train = _as_tensor(train_features, "train_features")
-    x_test = _as_tensor(test_features, "test_features")
-    y_train = _as_tensor(train_labels, "train_labels").reshape(-1).long()
-    y_test = _as_tensor(test_labels, "test_labels").reshape(-1).long()
+    x_train = as_tensor(train_features, "train_features")
+    x_test = as_tensor(test_features, "test_features")
+    y_train = as_tensor(train_labels, "train_labels").reshape(-1).long()
+    y_test = as_tensor(test_labels, "test_labels").reshape(-1).long()
     if x_train.ndim != 2 or x_test.ndim != 2 or x_train.shape[1] != x_test.shape[1]:
         raise ValueError(
             f"features must be 2-D with the same width; got train {tuple(x_train.shape)}, test {tuple(x_test.shape)}"

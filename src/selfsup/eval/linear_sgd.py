@@ -20,56 +20,50 @@ baseline of this protocol. Everything random follows from ``seed``.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pydantic import Field, PositiveInt, field_validator
 
+from selfsup.config import SettingsModel
+from selfsup.eval.finetune import check_crop_scale, resolve_device, seeded_rng, supervised_epochs, top1_accuracy
 from selfsup.schedules import warmup_cosine
-from selfsup.eval.finetune import resolve_device, seeded_rng, supervised_epochs, top1_accuracy
+from selfsup.views.preprocess import Preprocess
 
 __all__ = ["LinearSGDSettings", "linear_sgd"]
 
 
-@dataclass(frozen=True)
-class LinearSGDSettings:
-    """Every choice of the full linear protocol; defaults sized for 6,000 images of 32 px on 2 CPU cores."""
+class LinearSGDSettings(SettingsModel):
+    """Every choice of the full linear protocol (``eval.linear_sgd.*``); defaults sized for 6,000 images of 32 px
+    on 2 CPU cores."""
 
-    epochs: int = 4
-    lr: float = 0.1  # SGD peak learning rate, for batch_size (no scaling rule applied)
-    batch_size: int = 256
-    momentum: float = 0.9
-    weight_decay: float = 0.0
+    epochs: PositiveInt = 4
+    lr: float = Field(0.1, gt=0)  # SGD peak learning rate, for batch_size (no scaling rule applied)
+    batch_size: int = Field(256, ge=2)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
     crop_scale: tuple[float, float] = (0.5, 1.0)
 
-    def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 2:
-            raise ValueError(f"the linear protocol needs epochs >= 1 and batch_size >= 2, got {self.epochs}, "
-                             f"{self.batch_size}")
-        if not (self.lr > 0 and 0 <= self.momentum < 1 and self.weight_decay >= 0):
-            raise ValueError(f"invalid linear-protocol settings {self}: need lr > 0, 0 <= momentum < 1, "
-                             "weight_decay >= 0")
-        low, high = self.crop_scale
-        if not 0 < low <= high <= 1:
-            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
+    check_crop_scale = field_validator("crop_scale")(check_crop_scale)
 
 
-def linear_sgd(backbone: nn.Module | None, splits, *, image_size: int, mean, std,
-               settings: LinearSGDSettings = LinearSGDSettings(), seed: int = 0, device=None,
+def linear_sgd(backbone: nn.Module | None, splits, *, preprocess: Preprocess,
+               settings: LinearSGDSettings | None = None, seed: int = 0, device=None,
                log: Callable[[str], None] | None = None) -> dict:
     """Train BatchNorm + linear on frozen features of augmented ``splits.train`` images; test top-1.
 
     ``backbone=None``: on the flattened normalised pixels. ``device``: default where the backbone is.
-    Returns ``{"linear_sgd_top1": accuracy}`` (NaN when the loss diverged: lower ``eval.linear_sgd_lr``).
+    Returns ``{"linear_sgd_top1": accuracy}`` (NaN when the loss diverged: lower ``eval.linear_sgd.lr``).
     """
+    settings = settings or LinearSGDSettings()
     device = resolve_device(backbone, device)
     labels = torch.as_tensor(np.asarray(splits.train.labels), dtype=torch.int64)
     num_classes = int(labels.max()) + 1
     if backbone is None:
-        encoder, dims = nn.Flatten(), len(mean) * int(image_size) ** 2
+        encoder, dims = nn.Flatten(), preprocess.channels * preprocess.image_size ** 2
     else:
         encoder, dims = copy.deepcopy(backbone).to(device).eval().requires_grad_(False), int(backbone.num_features)
     with seeded_rng(seed, device):
@@ -87,10 +81,10 @@ def linear_sgd(backbone: nn.Module | None, splits, *, image_size: int, mean, std
 
         if not supervised_epochs("linear_sgd", splits.train, optimizer=optimizer, loss_of=loss_of,
                                  lr_at=lambda progress: settings.lr * warmup_cosine(progress, 0.0, 0.0),
-                                 epochs=settings.epochs, batch_size=settings.batch_size, image_size=image_size,
-                                 mean=mean, std=std, crop_scale=settings.crop_scale, seed=seed, log=log):
+                                 epochs=settings.epochs, batch_size=settings.batch_size, preprocess=preprocess,
+                                 crop_scale=settings.crop_scale, seed=seed, log=log):
             return {"linear_sgd_top1": float("nan")}
         head.eval()
-        top1 = top1_accuracy(lambda images: head(encoder(images).float()), splits.test, image_size=image_size,
-                             mean=mean, std=std, device=device)
+        top1 = top1_accuracy(lambda images: head(encoder(images).float()), splits.test, preprocess=preprocess,
+                             device=device)
     return {"linear_sgd_top1": top1}

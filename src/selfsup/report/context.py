@@ -14,6 +14,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from selfsup.data.sources import subset
+from selfsup.eval.features import extract_features, feature_cache_key
+from selfsup.export import load_backbone
+from selfsup.runs import CONFIG_FILE, RESULTS_FILE, load_run_config, open_run_data
+from selfsup.views.preprocess import Preprocess
+
 # The report's feature maps and the images it extracts features for stay this small whatever the data size:
 # large enough to show structure, small enough to add seconds, not minutes, to the end of a run.
 MAX_MAP_POINTS = 1000
@@ -63,18 +69,16 @@ class RunContext:
     @property
     def config(self):
         def load():
-            from selfsup.config import load_config
-
-            if not (self.run_dir / "config.yaml").exists():
-                raise NotAvailable("config.yaml is not in the run directory")
-            return load_config(self.run_dir / "config.yaml")
+            if not (self.run_dir / CONFIG_FILE).exists():
+                raise NotAvailable(f"{CONFIG_FILE} is not in the run directory")
+            return load_run_config(self.run_dir)
         return self._once("config", load)
 
     @property
     def results(self) -> dict:
         """The ``results.json`` payload (rows -> metrics under ``results``)."""
         def load():
-            payload = self._json("results.json")
+            payload = self._json(RESULTS_FILE)
             if not payload.get("results"):
                 raise NotAvailable("results.json holds no results")
             return payload
@@ -133,8 +137,6 @@ class RunContext:
     def backbone(self):
         """The run's exported backbone (eval mode, CPU), with ``.meta`` (image size, normalisation)."""
         def load():
-            from selfsup.export import load_backbone
-
             if not (self.run_dir / "backbone.safetensors").exists():
                 raise NotAvailable("backbone.safetensors is not in the run directory (the run has not finished)")
             return load_backbone(self.run_dir)
@@ -159,15 +161,16 @@ class RunContext:
             return list(data.mean), list(data.std)
 
     @property
+    def preprocess(self) -> Preprocess:
+        """How the run's backbone sees pixels: its image size and normalisation."""
+        return Preprocess(self.image_size, *self.normalization)
+
+    @property
     def splits(self):
         def load():
-            from selfsup.data import open_data
-
             cfg = self.config
             try:
-                return open_data(cfg.data.source, channels=cfg.data.channels,
-                                 max_bad_fraction=cfg.data.max_bad_fraction, seed=cfg.seed,
-                                 holdout_fraction=cfg.data.holdout_fraction)
+                return open_run_data(cfg)
             except Exception as error:
                 raise NotAvailable(f"cannot open the run's data '{cfg.data.source}': {error}") from None
         return self._once("splits", load)
@@ -189,14 +192,10 @@ class RunContext:
         the end of an evaluated run nothing is recomputed. Otherwise splits up to
         :data:`MAX_EXTRACTED_IMAGES` are extracted whole (and cached), larger ones as an evenly spaced subset."""
         def load():
-            from selfsup.data.sources import subset
-            from selfsup.eval.features import extract_features, feature_cache_key
-
             source = getattr(self.splits, split)
             if source is None or len(source) == 0:
                 raise NotAvailable(f"the data has no {split} split")
-            mean, std = self.normalization
-            transform = dict(image_size=self.image_size, mean=mean, std=std)
+            transform = self.preprocess.to_json()
             cache_dir = self.run_dir / "features"
             indices = np.arange(len(source))
             cached = (cache_dir / f"{feature_cache_key(self.backbone, source, **transform)}.pt").exists()

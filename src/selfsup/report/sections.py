@@ -2,16 +2,23 @@
 its inputs are missing. :data:`SECTIONS` lists them in page order."""
 from __future__ import annotations
 
-import json
 from html import escape
 from typing import Callable
 
 import numpy as np
 import torch
 
+from selfsup.backbones.vit import ViTBackbone
+from selfsup.report.attention import class_token_attention
 from selfsup.report.context import MAX_MAP_POINTS, NotAvailable, RunContext, finite
+from selfsup.report.html import table
 from selfsup.report.images import center_square, file_data_uri, heatmap_overlay, img_tag
-from selfsup.report.svg import bar_chart, format_number, line_chart, scatter_plot
+from selfsup.report.projection import project_2d
+from selfsup.report.results import results_table
+from selfsup.report.svg import line_chart, scatter_plot
+from selfsup.runs import build_run_method
+from selfsup.views.dataset import EpochBatchSampler, ViewCollate, ViewDataset
+from selfsup.views.preprocess import Preprocess
 
 # metrics.jsonl keys that are the x axis or bookkeeping rather than something to plot.
 _BOOKKEEPING = {"step", "epoch", "elapsed_s"}
@@ -21,18 +28,6 @@ _TRAINING = {"loss": "loss", "lr": "learning rate", "images_per_s": "throughput 
 _CORRECT, _WRONG = "#2ca02c", "#d62728"
 # Files above this size are linked by name instead of embedded, so the report stays a few MB at most.
 MAX_EMBEDDED_IMAGE_BYTES = 4 * 1024 * 1024
-
-
-def _table(header: list[str], rows: list[list[str]], css_class: str = "") -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
-    return f'<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-
-def _value(value) -> str:
-    if finite(value):
-        return escape(format_number(float(value)))
-    return escape(str(value)) if value is not None else "&ndash;"
 
 
 # ----------------------------------------------------------------------------------------------- overview
@@ -107,43 +102,9 @@ def monitor_curves(ctx: RunContext) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ results
-def results_table(ctx: RunContext) -> str:
-    """results.json as the evaluation prints it (one column per row: pretrained and the baselines; fractions
-    as percentages, few-shot spreads as ``± std``) and a bar chart of the percentage scores."""
-    from selfsup.eval.protocol import NOT_SCORES, PLAIN_NUMBERS, ROWS, format_metric, metric_label, table_metrics
-
-    payload = ctx.results
-    results = payload["results"]
-    rows = list(results)
-    metrics = table_metrics(results.values())
-    body = [[escape(metric_label(m) + (" (raw)" if m in PLAIN_NUMBERS else ""))]
-            + [escape(format_metric(m, results[r].get(m), results[r].get(m + "_std"))) for r in rows]
-            for m in metrics]
-    html = _table(["metric (%)"] + [ROWS.get(r, r) for r in rows], body, "results")
-    settings = sorted({m for r in rows for m in results[r] if m in NOT_SCORES})
-    if settings:  # chosen on a validation split, e.g. the linear probe's weight decay: a setting, not a score
-        html += '<p class="note">Settings (the linear probe\'s weight decay is chosen on the validation split): ' + "; ".join(
-            f"{escape(m)} " + ", ".join(f"{escape(ROWS.get(r, r))} {_value(results[r].get(m))}" for r in rows
-                                       if m in results[r]) for m in settings) + "</p>"
-    fractions = {metric_label(m): {ROWS.get(r, r): 100 * float(results[r][m]) for r in rows
-                                   if finite(results[r].get(m))}
-                 for m in metrics if m not in PLAIN_NUMBERS}
-    fractions = {m: v for m, v in list(fractions.items())[:16] if v}
-    if fractions:
-        html += bar_chart(fractions, title="scores (%): pretrained vs baselines")
-    data = payload.get("data", {})
-    html += (f'<p class="note">Evaluated on {escape(str(data.get("source")))}: {data.get("train_images")} training '
-             f'and {data.get("test_images")} test images, {data.get("num_classes")} classes; evaluation took '
-             f'{payload.get("eval_time_s", "?")} s.</p>')
-    protocol = json.dumps(payload.get("protocol", {}), indent=1)
-    return html + f"<details><summary>protocol settings</summary><pre>{escape(protocol)}</pre></details>"
-
-
 # --------------------------------------------------------------------------------------- embeddings map
 def embedding_map(ctx: RunContext, projections: tuple[str, ...] = ("pca",)) -> str:
     """Test-split features (at most MAX_MAP_POINTS) in 2-D, coloured by label."""
-    from selfsup.report.projection import project_2d
-
     split, source = ctx.query_split()
     features, labels, indices = ctx.features(split)
     if len(features) > MAX_MAP_POINTS:  # evenly spaced, so every class keeps its share
@@ -251,10 +212,6 @@ def _visible_patches(masks: dict, sample: int, position: int | None, num_patches
 def augmented_views(ctx: RunContext, samples: int = 4) -> str:
     """The first training samples of epoch 0 through the method's own ViewSpec (views are seeded by run seed,
     epoch and sample index, so these are exactly the views the method trained on at its first step)."""
-    from selfsup.views.dataset import EpochBatchSampler, ViewCollate, ViewDataset
-    from selfsup.views.preprocess import Preprocess
-    from selfsup.run import build_run_method
-
     cfg = ctx.config
     mean, std = ctx.normalization
     train = ctx.splits.train
@@ -290,7 +247,7 @@ def augmented_views(ctx: RunContext, samples: int = 4) -> str:
         rows.append(cells)
     note = (f'<p class="note">{cfg.method}: {spec.num_views} view(s) per image, shown at relative size; '
             "un-normalised for display (photometric changes, crops and flips are as the method saw them).</p>")
-    return note + _table(header, rows, "views")
+    return note + table(header, rows, "views")
 
 
 # --------------------------------------------------------------------------------- saved images (MAE ...)
@@ -319,20 +276,16 @@ def run_images(ctx: RunContext) -> str:
 # ------------------------------------------------------------------------------------------ ViT attention
 def vit_attention(ctx: RunContext, count: int = 6) -> str:
     """Class-token attention of the last block over the patches, for a few test images."""
-    from selfsup.backbones.vit import ViTBackbone
-    from selfsup.views.preprocess import eval_transform
-    from selfsup.report.attention import class_token_attention
-
     backbone = ctx.backbone
     if not isinstance(backbone, ViTBackbone):
         raise NotAvailable(f"the backbone ({backbone.spec.get('name', type(backbone).__name__)}) is not a ViT")
     split, source = ctx.query_split()
     labels = getattr(source, "labels", None)
     chosen = _query_indices(None if labels is None else np.asarray(labels), count, len(source))
-    mean, std = ctx.normalization
-    size = ctx.image_size
+    preprocess = ctx.preprocess
+    size = preprocess.image_size
     raw = [source.get_image(i) for i in chosen]
-    images = torch.stack([eval_transform(image, size, mean, std) for image in raw])
+    images = torch.stack([preprocess(image) for image in raw])
     try:
         attention = class_token_attention(backbone, images)
     except ValueError as error:  # no class token, or an image size that is not a multiple of the patch size
