@@ -10,7 +10,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "selfsup"
 # The layers, lowest first. A unit (a top-level module or a sub-package of selfsup) may import only units of
 # lower layers; units of one layer do not import each other.
 LAYERS = [
-    {"registry", "schedules", "files", "fields"},
+    {"registry", "schedules", "files", "fields", "cpu"},
     {"config", "dist"},
     {"data"},
     {"views"},
