@@ -10,8 +10,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "selfsup"
 # The layers, lowest first. A unit (a top-level module or a sub-package of selfsup) may import only units of
 # lower layers; units of one layer do not import each other.
 LAYERS = [
-    {"registry", "schedules", "files", "fields", "cpu"},
-    {"config", "dist"},
+    {"registry", "schedules", "files", "cpu"},
+    {"config", "dist", "fields"},
     {"data"},
     {"views"},
     {"backbones"},
