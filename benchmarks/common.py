@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
+
+import torch
+
+from selfsup.cpu import cpu_flags, cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -15,22 +18,10 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 def machine() -> str:
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return f"{torch.cuda.get_device_name(0)} (+{os.cpu_count()} CPU cores)"
-    except ImportError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
+    """The GPU, or the CPU model, and the core count (``write_row`` records the CPU flags beside it)."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} (+{os.cpu_count()} CPU cores)"
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def git_commit() -> str | None:
@@ -39,10 +30,11 @@ def git_commit() -> str | None:
 
 
 def write_row(name: str, row: dict) -> Path:
-    """Write one benchmark result as benchmarks/results/<name>.json (the single source of RESULTS.md)."""
+    """Write one benchmark result as benchmarks/results/<name>.json (the single source of RESULTS.md), with the
+    machine: its name (CPU model or GPU, cores) and the CPU flags bf16 speed depends on (``cpu_flags``)."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    row = {"machine": machine(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "git_commit": git_commit(),
-           **row}
+    row = {"machine": machine(), "cpu_flags": cpu_flags(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+           "git_commit": git_commit(), **row}
     path = RESULTS_DIR / f"{name}.json"
     path.write_text(json.dumps(row, indent=2) + "\n")
     return path

@@ -77,7 +77,7 @@ def main(argv=None) -> dict:
         "pairs_per_s": round(args.train * args.test / wall),
         "peak_rss_before_mib": round(rss_before, 1),
         "peak_rss_after_mib": round(peak_rss_mib(), 1),
-        "torch": torch.__version__, "machine": platform.machine(), "processor": platform.processor(),
+        "torch": torch.__version__, "arch": platform.machine(), "processor": platform.processor(),
         "command": " ".join(["python", "benchmarks/knn_scale.py", *(argv if argv is not None else sys.argv[1:])]),
     }
     if args.device.startswith("cuda"):

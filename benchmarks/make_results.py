@@ -5,10 +5,29 @@ import json
 
 from common import RESULTS_DIR, ROOT
 from selfsup.config import parse_duration
+from selfsup.cpu import CPU_BF16_ENV, CPU_FLAGS
+
+SHOWN_FLAGS = [flag for flag in CPU_FLAGS if flag != "avx512f"]  # torch's capability says AVX512 already
 
 
 def pct(value) -> str:
     return f"{100 * value:.1f}" if isinstance(value, (int, float)) else "-"
+
+
+def machine_cell(row: dict) -> str:
+    """The machine's name, then the CPU flags bf16 speed depends on, e.g. ``AMD EPYC, 2 cores (avx2, avx512_bf16;
+    torch AVX512)``; rows written before flags were recorded show the name alone."""
+    flags = row.get("cpu_flags")
+    if not flags:
+        return row["machine"]
+    parts = []
+    if any(flag in flags for flag in CPU_FLAGS):  # absent where /proc/cpuinfo was not there to read
+        parts.append(", ".join(flag for flag in SHOWN_FLAGS if flags.get(flag)) or "no " + "/".join(SHOWN_FLAGS))
+    if flags.get("torch_cpu_capability"):
+        parts.append(f"torch {flags['torch_cpu_capability']}")
+    if CPU_BF16_ENV in flags:
+        parts.append(f"{CPU_BF16_ENV}={flags[CPU_BF16_ENV]}")
+    return f"{row['machine']} ({'; '.join(parts)})" if parts else row["machine"]
 
 
 def ssl_rows(rows: list[dict]) -> list[str]:
@@ -21,7 +40,7 @@ def ssl_rows(rows: list[dict]) -> list[str]:
             f"| {row['title']} | {row['backbone']} | {pct(r['pretrained'].get('knn_top1@20'))} "
             f"| {pct(r.get('random_init', {}).get('knn_top1@20'))} | {pct(r.get('raw_pixels', {}).get('knn_top1@20'))} "
             f"| {pct(r['pretrained'].get('linear_top1'))} | {row['epochs']} | {row['train_wall_time_s']:.0f} s "
-            f"| {row['images_per_s']:.0f} | {row['machine']} | {row['date']} | `{row['command']}` |")
+            f"| {row['images_per_s']:.0f} | {machine_cell(row)} | {row['date']} | `{row['command']}` |")
     return lines
 
 
@@ -37,7 +56,7 @@ def method_rows(rows: list[dict]) -> list[str]:
         lines.append(
             f"| {row['method']} | {row['recipe']} | {row['backbone']} | {pct(row['results']['pretrained'].get('knn_top1@20'))} "
             f"| {row['epochs']} | {row['train_wall_time_s']:.0f} s | {row['images_per_s']:.0f} "
-            f"| {row['peak_memory_mib']} MiB | {row['machine']} | {row['date']} | `{row['command']}` |")
+            f"| {row['peak_memory_mib']} MiB | {machine_cell(row)} | {row['date']} | `{row['command']}` |")
     return lines
 
 
@@ -56,14 +75,14 @@ def digits_learning_rows(rows: list[dict]) -> list[str]:
             cells.append("-" if run is None else
                          f"{pct(run['knn_pretrained'])} ({100 * run['margin']:+.1f}, {run['steps']})")
         lines.append(f"| {row['method']} | {row['recipe']} | {row['backbone']} | {pct(random_init)} | "
-                     + " | ".join(cells) + f" | {row['machine']} | {row['date']} | `{row['command']}` |")
+                     + " | ".join(cells) + f" | {machine_cell(row)} | {row['date']} | `{row['command']}` |")
     return lines
 
 
 def other_rows(rows: list[dict]) -> list[str]:
     lines = ["| benchmark | result | wall time | machine | date | command |", "|---|---|---|---|---|---|"]
     for row in rows:
-        lines.append(f"| {row['title']} | {row.get('summary', '')} | {row.get('wall_time_s', 0):.1f} s | {row['machine']} "
+        lines.append(f"| {row['title']} | {row.get('summary', '')} | {row.get('wall_time_s', 0):.1f} s | {machine_cell(row)} "
                      f"| {row['date']} | `{row['command']}` |")
     return lines
 
@@ -73,7 +92,7 @@ def throughput_rows(row: dict) -> list[str]:
     peaks = row.get("peak_flops_per_s") or {}
     lines = [f"{row['title']}: batch {row.get('batch_size')}, {row['steps']} measured steps per run, median over runs; "
              f"measured matmul peak fp32 {peaks.get('fp32', 0) / 1e9:.1f} GFLOP/s, bf16 {peaks.get('bf16', 0) / 1e9:.1f} "
-             f"GFLOP/s; load average at start {row.get('load_average_1m')}; {row['machine']}, {row['date']}, "
+             f"GFLOP/s; load average at start {row.get('load_average_1m')}; {machine_cell(row)}, {row['date']}, "
              f"{row['wall_time_s']:.0f} s in all; `{row['command']}`", "",
              "| variant | what | images/s | speed-up vs plain | MFU | waiting for data | peak memory (RSS) | runs |",
              "|---|---|---|---|---|---|---|---|"]
@@ -101,7 +120,7 @@ def lightly_rows(rows: list[dict]) -> list[str]:
         lines.append(f"| {row['title']} | {row['images_per_s']:.1f} | {row['lightly_images_per_s']:.1f} "
                      f"| {row['ratio_median']} ({row['ratio_min']}-{row['ratio_max']}) "
                      f"| {s.get('precision')}, channels_last={s.get('channels_last')}, {s.get('optimizer')} "
-                     f"| {row['wall_time_s']:.0f} s | {row['machine']} | {row['date']} | `{row['command']}` |")
+                     f"| {row['wall_time_s']:.0f} s | {machine_cell(row)} | {row['date']} | `{row['command']}` |")
     return lines
 
 

@@ -134,7 +134,8 @@ def _losses(run) -> list[float]:
 
 def test_training_with_device_augment_matches_workers(tmp_path):
     runs = {mode: selfsup.train("demo", [*TINY, *TINY_SIMCLR, f"runs_dir={tmp_path}", f"name={mode}",
-                                         f"data.augment={mode}"]) for mode in ("workers", "device")}
+                                         f"data.augment={mode}", "train.precision=fp32"])  # bf16 rounds apart
+            for mode in ("workers", "device")}
     workers, device = _losses(runs["workers"]), _losses(runs["device"])
     assert len(device) == 3 and all(np.isfinite(device))
     assert device[0] == pytest.approx(workers[0], abs=1e-4)
@@ -142,7 +143,8 @@ def test_training_with_device_augment_matches_workers(tmp_path):
 
 def test_multi_crop_dino_with_device_augment(tmp_path):
     runs = {mode: selfsup.train("dino", [*TINY, *TINY_DINO, f"runs_dir={tmp_path}", f"name={mode}",
-                                         f"data.augment={mode}", "data.num_workers=1"])  # a worker process too
+                                         f"data.augment={mode}", "data.num_workers=1",  # a worker process too
+                                         "train.precision=fp32"])  # auto's bf16 would round the two paths apart
             for mode in ("workers", "device")}
     workers, device = _losses(runs["workers"]), _losses(runs["device"])
     assert len(device) == 3 and all(np.isfinite(device))

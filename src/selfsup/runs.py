@@ -28,6 +28,7 @@ from selfsup import __version__
 
 from selfsup.backbones import build_backbone
 from selfsup.config import Config, ConfigError, load_config
+from selfsup.cpu import cpu_flags, cpu_model
 from selfsup.data import DataSplits, channel_stats, open_data
 from selfsup.methods import Method, build_method
 from selfsup.views.preprocess import Preprocess
@@ -61,7 +62,8 @@ def environment(dist_info, precision: str) -> dict:
     return {
         "selfsup": __version__, "python": platform.python_version(), "torch": torch.__version__,
         "torchvision": torchvision.__version__, "timm": timm.__version__, "platform": platform.platform(),
-        "processor": platform.processor(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "processor": platform.processor(), "cpu_model": cpu_model(), "cpu_flags": cpu_flags(),
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "world_size": dist_info.world_size, "device": str(dist_info.device), "precision": precision,
         "git_commit": _git_commit(), "command": sys.argv, "started": datetime.now().isoformat(timespec="seconds"),

@@ -1,15 +1,15 @@
-"""Precision and memory-format choices."""
+"""Precision and memory-format choices.
+
+``train.precision=auto``: bf16 autocast on CUDA devices that support it and on CPUs with native bf16 matmul
+(:func:`selfsup.cpu.cpu_has_fast_bf16`, which honours ``SELFSUP_CPU_BF16=0|1``), fp32 elsewhere.
+"""
 from __future__ import annotations
 
 import contextlib
 
 import torch
 
-
-def cpu_has_fast_bf16() -> bool:
-    """bf16 pays off on CPUs with native bf16 matmul (AVX512-BF16 or AMX); elsewhere it is emulated and slower."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+from selfsup.cpu import cpu_has_fast_bf16
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:

@@ -18,6 +18,8 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 
+from selfsup import __version__
+from selfsup.backbones import backbone_from_spec
 from selfsup.files import atomic_path, write_json_atomic
 
 WEIGHTS_NAME = "backbone.safetensors"
@@ -75,14 +77,6 @@ def _float_list(name: str, values: Any, channels: int) -> list[float]:
     return values
 
 
-def _selfsup_version() -> str:
-    try:
-        from selfsup import __version__
-        return str(__version__)
-    except Exception:  # pragma: no cover - a broken install still saves
-        return "unknown"
-
-
 # ------------------------------------------------------------------------------------------------- save
 def save_backbone(backbone: nn.Module, out_dir: str | os.PathLike, *, image_size: int,
                   mean: Sequence[float] | float, std: Sequence[float] | float,
@@ -110,7 +104,7 @@ def save_backbone(backbone: nn.Module, out_dir: str | os.PathLike, *, image_size
         "num_features": int(backbone.num_features),
         "image_size": int(image_size),
         "normalization": {"mean": _float_list("mean", mean, channels), "std": _float_list("std", std, channels)},
-        "selfsup_version": _selfsup_version(),
+        "selfsup_version": str(__version__),
         "format": "selfsup",
         **extra,
     }
@@ -195,8 +189,6 @@ def load_backbone(path: str | os.PathLike, device: str | torch.device = "cpu") -
     (also the ones written by :func:`selfsup.export.export_backbone`). The JSON metadata is attached as
     ``model.meta``.
     """
-    from selfsup.backbones import backbone_from_spec
-
     state, meta, weights = read_backbone(path)
     model = backbone_from_spec(meta["spec"])
     try:
