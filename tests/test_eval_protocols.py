@@ -14,7 +14,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from selfsup.eval.features import eval_transform, extract_features, feature_cache_key, raw_pixel_features
+from selfsup.views.preprocess import eval_transform
+from selfsup.eval.features import extract_features, feature_cache_key, raw_pixel_features
 from selfsup.eval.knn import knn_accuracy, knn_classify
 from selfsup.eval.linear import linear_probe
 

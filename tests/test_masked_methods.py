@@ -212,7 +212,7 @@ def test_reconstruct_rows(name, source):
 
 def test_image_grid_layout():
     rows = {"a": torch.zeros(5, 3, 16, 16), "b": torch.ones(5, 1, 16, 16)}
-    grid = image_grid(rows, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])
+    grid = image_grid(rows, Preprocess(16, [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]))
     assert grid.shape == (2 * (96 + 2) + 2, 5 * (96 + 2) + 2, 3) and grid.dtype == np.uint8
     assert grid[2, 2].tolist() == [128, 128, 128] and grid[100, 2].tolist() == [191, 191, 191]
 

@@ -10,7 +10,7 @@ import torch
 
 from selfsup.views.dataset import EpochBatchSampler, ViewCollate, ViewDataset
 from selfsup.views import (MASK_STRATEGIES, BlockMask, CropSpec, MaskSpec, MaskStrategy, MultiBlockMask, RandomMask,
-                           ViewSpec, build_mask_strategy, register_mask_strategy)
+                           ViewSpec, build_mask_strategy)
 from selfsup.views.masks import draw_masks
 from selfsup.views.preprocess import Preprocess
 
@@ -177,10 +177,10 @@ def test_registry_builds_by_name():
     assert {"random", "block", "multiblock"} <= set(MASK_STRATEGIES)
     assert build_mask_strategy("random", ratio=0.5) == RandomMask(ratio=0.5)
     assert isinstance(build_mask_strategy("multiblock"), MaskStrategy)
-    with pytest.raises(ValueError, match="unknown mask strategy 'radnom'"):
+    with pytest.raises(ValueError, match="unknown mask strategy 'radnom'. Did you mean 'random'"):
         build_mask_strategy("radnom")
     with pytest.raises(ValueError, match="already registered"):
-        register_mask_strategy("random")(RandomMask)
+        MASK_STRATEGIES.register("random")(BlockMask)
 
 
 # ------------------------------------------------------------------------------------------- loader
@@ -234,13 +234,13 @@ def test_loader_delivers_masks_independent_of_worker_count():
 def test_loader_single_view_masks_and_a_custom_strategy():
     batch = next(iter(_loader(ViewSpec(masks=MaskSpec(RandomMask(0.75), patch_size=4)), 0)))
     assert batch["masks"]["visible"].shape == (8, 16) and batch["masks"]["mask"].shape == (8, 64)
-    register_mask_strategy("checker")(CheckerMask)
+    MASK_STRATEGIES.register("checker")(CheckerMask)
     try:
         spec = ViewSpec(masks=MaskSpec(build_mask_strategy("checker"), patch_size=8))
         batch = next(iter(_loader(spec, 0)))
         assert batch["masks"]["mask"].shape == (8, 16) and batch["masks"]["visible"].shape == (8, 8)
     finally:
-        MASK_STRATEGIES.pop("checker")
+        MASK_STRATEGIES.remove("checker")
 
 
 def test_loader_rejects_masks_it_cannot_draw():

@@ -151,7 +151,7 @@ def test_data_hflip_defaults_to_the_data_and_reaches_every_view():
     from selfsup.config import build_config
     from selfsup.data import open_data
     from selfsup.data.sources import ArraySource
-    from selfsup.run import build_run_method
+    from selfsup.runs import build_run_method
 
     digits = open_data("digits-plain").train
     arrays = ArraySource(np.zeros((4, 3, 8, 8), np.uint8), channels=3)
