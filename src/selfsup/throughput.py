@@ -20,7 +20,6 @@ batches it would train on. Around it, the bench
 from __future__ import annotations
 
 import os
-import platform
 import resource
 import shlex
 import sys
@@ -235,24 +234,14 @@ def _optimizer_kernel(optimizer: torch.optim.Optimizer) -> str:
     return f"{type(optimizer).__name__} ({kernel})"
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_info(dist_info, precision: str) -> dict:
     info = environment(dist_info, precision)
     info["argv"] = info.pop("command")
     info.pop("started")
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     device = dist_info.device
-    info.update(cpu_model=_cpu_model(), cpu_cores_usable=usable,
-                device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model())
+    info.update(cpu_cores_usable=usable,  # cpu_model and cpu_flags come with the environment
+                device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else info["cpu_model"])
     if hasattr(os, "getloadavg"):  # above the core count, other work shared the CPUs: figures are indicative
         info["load_average_1m"] = round(os.getloadavg()[0], 2)
     if device.type == "cuda":
