@@ -325,5 +325,26 @@ def save_config(cfg: Config, path: Path) -> None:
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
 
+def _upgrade_saved_eval(raw: dict[str, Any]) -> dict[str, Any]:
+    """A config.yaml saved before the per-protocol sections (flat ``eval.knn_k``, ``eval.linear: false``, ...)
+    in today's form, so that earlier runs still evaluate and report. Only saved files are upgraded: a user's
+    recipe or override with an old key fails with its new place."""
+    section = raw.get("eval")
+    if not isinstance(section, dict):
+        return raw
+    section = dict(section)
+    if isinstance(section.get("linear"), bool):
+        if not section.pop("linear"):
+            section["protocols"] = [p for p in section.get("protocols") or default_eval_protocols() if p != "linear"]
+    for key in [k for k in section if k not in EvalConfig.model_fields and k not in EVAL_SECTIONS]:
+        for name, registered in EVAL_SECTIONS.items():
+            field = key[len(name) + 1:]
+            if key.startswith(name + "_") and field in registered.settings.model_fields:
+                section.setdefault(name, {})[field] = section.pop(key)
+                break
+    return {**raw, "eval": section}
+
+
 def load_config(path: Path) -> Config:
-    return validate(yaml.safe_load(Path(path).read_text()), where=str(path))
+    """A saved config (a run's config.yaml), upgraded from earlier layouts where needed."""
+    return validate(_upgrade_saved_eval(yaml.safe_load(Path(path).read_text()) or {}), where=str(path))
