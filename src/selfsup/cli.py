@@ -14,7 +14,7 @@ from selfsup.data import DataError
 from selfsup.engine.trainer import TrainingDiverged
 from selfsup.eval.compare import compare_runs
 from selfsup.eval.evaluate import eval_command
-from selfsup.export import export_backbone
+from selfsup.export import EXPORT_FORMATS, export_backbone
 from selfsup.report import write_report
 from selfsup.runs import is_run_dir
 from selfsup.throughput import summary_table
@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a run's backbone for timm / torchvision")
     p.add_argument("run", help="run directory or backbone.safetensors")
-    p.add_argument("--format", default="safetensors", choices=["timm", "torchvision", "safetensors"])
+    p.add_argument("--format", default="safetensors", choices=EXPORT_FORMATS.names())
     p.add_argument("--out", help="output file")
     p.set_defaults(func=_export)
 

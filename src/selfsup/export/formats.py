@@ -26,6 +26,7 @@ the CIFAR stem.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,32 +36,55 @@ from selfsup.backbones.torchvision_resnet import TORCHVISION_RESNETS, apply_repl
 from selfsup.backbones.vit import VIT_CONFIGS, registered_vit_timm_args
 from selfsup.export.backbone_io import read_backbone, save_safetensors_atomic
 from selfsup.files import copy_file_atomic, write_json_atomic
+from selfsup.registry import Registry
 
-EXPORT_FORMATS = ("safetensors", "timm", "torchvision")
 # Exported timm / torchvision state dicts are the backbone's inner ``.model``; the selfsup keys carry this.
 INNER_PREFIX = "model."
+#: A target: ``(spec, weights file name) -> (build the empty model, JSON details, loading code)``.
+Target = Callable[[dict[str, Any], str], tuple[Callable[[], nn.Module], dict, str]]
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """An export format: ``why_not(spec)`` is None when the backbone with ``spec`` exports to it, else the
+    reason; ``target`` builds the model the weights load into (None: selfsup's own safetensors file)."""
+
+    why_not: Callable[[dict[str, Any]], str | None]
+    target: Target | None = None
+
+
+EXPORT_FORMATS: Registry[ExportFormat] = Registry("export format", key="selfsup export --format")
+
+
+def _is_timm_model(name: str) -> bool:
+    return name.startswith("timm:") or name in VIT_CONFIGS
+
+
+def _safetensors_why_not(spec: dict[str, Any]) -> str | None:
+    return None  # every backbone has a state dict
+
+
+def _torchvision_why_not(spec: dict[str, Any]) -> str | None:
+    if spec["name"] in TORCHVISION_RESNETS:
+        return None
+    if _is_timm_model(spec["name"]):
+        return "'torchvision' is only for the torchvision ResNet backbones; a timm model exports to 'timm'"
+    return f"'torchvision' needs a torchvision model; '{spec['name']}' is a selfsup network"
+
+
+def _timm_why_not(spec: dict[str, Any]) -> str | None:
+    name = spec["name"]
+    if _is_timm_model(name) or (name in TORCHVISION_RESNETS and not spec.get("cifar_stem")):
+        return None
+    if name in TORCHVISION_RESNETS:
+        return ("timm's ResNet has no 3x3 stride-1 stem without max-pool, so the CIFAR-stem weights have no "
+                "timm model to load into; use 'torchvision' (its JSON gives the two stem changes)")
+    return f"'timm' needs a timm or torchvision model; '{name}' is a selfsup network"
 
 
 def supported_formats(spec: dict[str, Any]) -> list[str]:
     """The export formats that work for a backbone with this ``spec``."""
-    name = spec["name"]
-    if name.startswith("timm:") or name in VIT_CONFIGS:
-        return ["safetensors", "timm"]
-    if name in TORCHVISION_RESNETS:
-        return ["safetensors", "torchvision"] + ([] if spec.get("cifar_stem") else ["timm"])
-    return ["safetensors"]
-
-
-def _why_not(spec: dict[str, Any], fmt: str) -> str:
-    name = spec["name"]
-    if fmt == "timm" and name in TORCHVISION_RESNETS and spec.get("cifar_stem"):
-        return ("timm's ResNet has no 3x3 stride-1 stem without max-pool, so the CIFAR-stem weights have no "
-                "timm model to load into; use 'torchvision' (its JSON gives the two stem changes)")
-    if fmt == "torchvision" and (name.startswith("timm:") or name in VIT_CONFIGS):
-        return "'torchvision' is only for the torchvision ResNet backbones; a timm model exports to 'timm'"
-    if fmt in ("timm", "torchvision"):
-        return f"'{fmt}' needs a timm or torchvision model; '{name}' is a selfsup network"
-    return ""
+    return [name for name, fmt in EXPORT_FORMATS.items() if fmt.why_not(spec) is None]
 
 
 # ------------------------------------------------------------------------------------------ targets
@@ -133,22 +157,20 @@ def export_backbone(path: str | os.PathLike, fmt: str, out: str | os.PathLike | 
     Writes ``out`` (default ``<run_dir>/export/backbone-<fmt>.safetensors``; a directory gets that file
     name) and a JSON with the same stem describing how to load it. Returns the weights path.
     """
-    if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; formats: {', '.join(EXPORT_FORMATS)}")
+    export_format = EXPORT_FORMATS.get(fmt)
     state, meta, src = read_backbone(path)
     spec = meta["spec"]
-    ok = supported_formats(spec)
-    if fmt not in ok:
-        why = _why_not(spec, fmt)
-        raise ValueError(f"cannot export backbone '{spec['name']}' to {fmt!r}"
-                         f"{': ' + why if why else ''}. Formats that work for this backbone: {', '.join(ok)}")
+    why = export_format.why_not(spec)
+    if why is not None:
+        raise ValueError(f"cannot export backbone '{spec['name']}' to {fmt!r}: {why}. Formats that work for "
+                         f"this backbone: {', '.join(supported_formats(spec))}")
     out = _resolve_out(out, src.parent, fmt)
     if out.exists() and out.resolve() == src.resolve():
         raise ValueError(f"export target {out} is the source file itself; choose another out")
 
     info: dict[str, Any] = {**meta, "format": fmt, "weights": out.name, "exported_from": str(src.resolve())}
     info.pop("state_dict_prefix", None)
-    if fmt == "safetensors":
+    if export_format.target is None:
         if meta.get("state_dict_prefix"):  # source is itself a timm/torchvision export: rewrite with full keys
             save_safetensors_atomic(state, out, metadata={"format": "pt"})
         else:
@@ -160,8 +182,7 @@ def export_backbone(path: str | os.PathLike, fmt: str, out: str | os.PathLike | 
             raise ValueError(f"{src}: unexpected state-dict keys for a '{spec['name']}' backbone "
                              f"(expected all under '{INNER_PREFIX}')")
         inner = {k[len(INNER_PREFIX):]: v for k, v in state.items()}
-        target = _timm_target if fmt == "timm" else _torchvision_target
-        build, details, code = target(spec, out.name)
+        build, details, code = export_format.target(spec, out.name)
         model = build()
         try:
             model.load_state_dict(inner, strict=True)
@@ -176,4 +197,8 @@ def export_backbone(path: str | os.PathLike, fmt: str, out: str | os.PathLike | 
     return out
 
 
-__all__ = ["EXPORT_FORMATS", "supported_formats", "export_backbone"]
+EXPORT_FORMATS.add("safetensors", ExportFormat(_safetensors_why_not))
+EXPORT_FORMATS.add("torchvision", ExportFormat(_torchvision_why_not, _torchvision_target))
+EXPORT_FORMATS.add("timm", ExportFormat(_timm_why_not, _timm_target))
+
+__all__ = ["EXPORT_FORMATS", "ExportFormat", "supported_formats", "export_backbone"]
