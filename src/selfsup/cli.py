@@ -92,7 +92,7 @@ def _list(args) -> int:
     field kinds), then the recipes."""
     for kind, entries in registry.ALL.items():
         names = sorted(entries) + ([OTHER_FORMS[kind]] if kind in OTHER_FORMS else [])
-        print(f"{kind + 's:':<23}" + ", ".join(names))
+        print(f"{entries.plural + ':':<23}" + ", ".join(names))
     print(f"{'recipes:':<23}" + ", ".join(recipe_names()))
     return 0
 

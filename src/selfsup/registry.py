@@ -35,8 +35,10 @@ class Registry(Generic[T]):
     subclass such as :class:`selfsup.config.ConfigError`); ``also`` is appended to that message (e.g. the
     other forms a value may take)."""
 
-    def __init__(self, kind: str, *, key: str | None = None, error: type[Exception] = ValueError, also: str = ""):
+    def __init__(self, kind: str, *, key: str | None = None, error: type[Exception] = ValueError, also: str = "",
+                 plural: str | None = None):
         self.kind, self.key, self.error, self.also = kind, key, error, also
+        self.plural = plural or f"{kind}s"
         self._entries: dict[str, T] = {}
         ALL[kind] = self
 

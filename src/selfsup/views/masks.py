@@ -53,7 +53,7 @@ class MaskStrategy(Protocol):
         ...
 
 
-MASK_STRATEGIES: Registry[Callable[..., MaskStrategy]] = Registry("mask strategy")
+MASK_STRATEGIES: Registry[Callable[..., MaskStrategy]] = Registry("mask strategy", plural="mask strategies")
 
 
 def build_mask_strategy(name: str, **options: Any) -> MaskStrategy:
