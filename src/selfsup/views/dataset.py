@@ -13,10 +13,29 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from selfsup.data.decode import DecodeError
+from selfsup.fields import IMAGE, IMAGE_FIELDS
+from selfsup.registry import Registry
 from selfsup.views.augment import apply_photometric, draw_view_params, make_view, sample_generator
 from selfsup.views.masks import check_mask_spec, draw_masks
 from selfsup.views.preprocess import Preprocess
 from selfsup.views.spec import ViewSpec
+
+
+#: View operations per field kind (selfsup.fields): ``(value, crop, size, generator) -> (view, params)``. A
+#: source's fields decide which one makes its views; images are the first kind.
+FIELD_VIEWS: Registry = Registry("view operation", key="source.fields", plural="view operations (by field kind)")
+FIELD_VIEWS.add(IMAGE.name, make_view)
+
+
+def viewed_field(source) -> tuple[str, str]:
+    """(field name, kind) of the field of ``source`` that views are made of: the first whose kind has view
+    operations. Sources that declare no ``fields`` are image sources."""
+    fields = getattr(source, "fields", IMAGE_FIELDS)
+    for name, kind in fields.items():
+        if kind in FIELD_VIEWS:
+            return name, kind
+    raise ValueError(f"{getattr(source, 'name', source)}: no field of a kind with view operations (its fields: "
+                     f"{fields}; view operations exist for: {', '.join(FIELD_VIEWS)})")
 
 
 def fixed_image_size(source) -> tuple[int, int] | None:
@@ -34,6 +53,7 @@ class ViewDataset(Dataset):
         self.source, self.views, self.image_size, self.seed = source, views, image_size, seed
         self.augment = augment
         self.epoch = 0
+        self.make_view = FIELD_VIEWS.get(viewed_field(source)[1])
         if views.masks is not None:
             check_mask_spec(views.masks, views.view_sizes(image_size))
 
@@ -60,7 +80,7 @@ class ViewDataset(Dataset):
                 if self.augment == "device":  # the same generator calls as make_view, hence the same views
                     params.append(draw_view_params(image.shape[-2], image.shape[-1], crop, gen).row())
                 else:
-                    view, p = make_view(image, crop, size, gen)
+                    view, p = self.make_view(image, crop, size, gen)
                     views.append(view)
                     params.append(p)
         labels = getattr(self.source, "labels", None)
