@@ -1,4 +1,4 @@
-"""Distributed semantics: N processes x batch B must equal 1 process x batch N*B (DESIGN.md principle 4)."""
+"""Distributed semantics: N processes x batch B must equal 1 process x batch N*B (docs/ARCHITECTURE.md, "Distributed semantics")."""
 import os
 import subprocess
 import sys

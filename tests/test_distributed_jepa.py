@@ -1,5 +1,5 @@
-"""Distributed semantics of SIGReg (LeJEPA) and of iBOT's patch centring + masked patch loss (DESIGN.md principle
-4): 2 gloo processes x batch B give the loss (averaged over ranks, as DDP averages gradients), the parameter
+"""Distributed semantics of SIGReg (LeJEPA) and of iBOT's patch centring + masked patch loss (docs/ARCHITECTURE.md,
+"Distributed semantics"): 2 gloo processes x batch B give the loss (averaged over ranks, as DDP averages gradients), the parameter
 gradients and the centre of 1 process x batch 2B, to 1e-5.
 
 SIGReg's empirical characteristic function is a statistic of the whole batch; the classic bug reduces its

@@ -1,4 +1,4 @@
-"""Distributed semantics of the masked + contrastive hybrid (CMAE, DESIGN.md principle 4): the whole training loss,
+"""Distributed semantics of the masked + contrastive hybrid (CMAE, docs/ARCHITECTURE.md, "Distributed semantics"): the whole training loss,
 MAE reconstruction plus InfoNCE of the online queries against the EMA target's keys of the *global* batch, on
 2 gloo processes x batch B under DDP equals 1 process x batch 2B, in value and in every parameter gradient.
 

@@ -1,4 +1,4 @@
-"""Distributed semantics of the method-zoo losses and the feature queue (DESIGN.md principle 4): 2 gloo processes
+"""Distributed semantics of the method-zoo losses and the feature queue (docs/ARCHITECTURE.md, "Distributed semantics"): 2 gloo processes
 x batch B must give the loss (averaged over ranks, as DDP averages gradients) and the parameter gradients of
 1 process x batch 2B.
 

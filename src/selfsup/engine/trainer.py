@@ -1,7 +1,7 @@
 """The training loop: plain PyTorch, one process per device.
 
 The engine owns devices, precision, distributed wrapping, optimizer and schedule, clipping, accumulation,
-checkpoints, logs and the collapse monitor; the method owns its views, heads and loss (DESIGN.md). The pieces
+checkpoints, logs and the collapse monitor; the method owns its views, heads and loss (docs/ARCHITECTURE.md). The pieces
 are their own modules: the data (:mod:`~selfsup.engine.loader`), the placed model
 (:mod:`~selfsup.engine.placement`), the schedule and stop decision (:mod:`~selfsup.engine.schedule`),
 checkpoints (:mod:`~selfsup.engine.checkpoint`) and the metrics file (:mod:`~selfsup.engine.metrics`);

@@ -1,6 +1,6 @@
 """Few-shot and low-label evaluation on frozen features.
 
-Few-shot (DESIGN.md, "Evaluation protocol"): ``k`` labelled training examples per class, ``k`` in 1, 5, 10,
+Few-shot (docs/ARCHITECTURE.md, "Evaluation protocol"): ``k`` labelled training examples per class, ``k`` in 1, 5, 10,
 drawn with each of 5 fixed seeds; the test top-1 is reported as mean and standard deviation over the seeds.
 The seeds are fixed (not the run's seed) so that every run of a comparison is scored on the very same
 labelled examples. The default classifier is SimpleShot's nearest centroid (Wang et al., "SimpleShot:

@@ -4,7 +4,7 @@ The recipe is MAE's fine-tuning recipe (He et al., "Masked Autoencoders Are Scal
 2022, appendix A.3), shortened to CPU budgets:
 
 1. Train images get a light augmentation: random resized crop (scale 0.5 to 1) and a horizontal flip, drawn
-   per sample from (seed, epoch, index) like the pre-training views (DESIGN.md, "Reproducibility").
+   per sample from (seed, epoch, index) like the pre-training views (docs/ARCHITECTURE.md, "Reproducibility").
 2. Optionally mixup (Zhang et al., "mixup: Beyond Empirical Risk Minimization", ICLR 2018) and CutMix (Yun et
    al., "CutMix: Regularization Strategy to Train Strong Classifiers with Localizable Features", ICCV 2019),
    one of them per batch when both are on, each sample mixed with its partner in the reversed batch (as

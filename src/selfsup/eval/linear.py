@@ -1,6 +1,6 @@
 """Linear probe: multinomial logistic regression on frozen features.
 
-Protocol (DESIGN.md, "Evaluation protocol"):
+Protocol (docs/ARCHITECTURE.md, "Evaluation protocol"):
 
 1. A stratified validation split (``val_fraction`` of every class, drawn with ``seed``) is carved from the
    *training* samples. The test split is used once, at the very end, and never influences any choice.

@@ -1,4 +1,4 @@
-"""The evaluation protocol (DESIGN.md): every selected protocol on one row at a time, always beside the
+"""The evaluation protocol (docs/ARCHITECTURE.md): every selected protocol on one row at a time, always beside the
 random-init and raw-pixel baselines so a user sees what pre-training bought.
 
 The protocols themselves are registered objects, one file each in :mod:`selfsup.eval.protocols` (``knn`` and

@@ -20,7 +20,7 @@ or whitening. SIGReg does it in two steps:
 
 SIGReg is the mean of T over the S directions (and over any leading dimensions, e.g. views).
 
-Distributed semantics (DESIGN.md principle 4; the bug once shipped in a well-known library was exactly this):
+Distributed semantics (docs/ARCHITECTURE.md, "Distributed semantics"; the bug once shipped in a well-known library was exactly this):
 
 - the directions must be the SAME on every rank at a step: :func:`sigreg_directions` draws them on the CPU
   from a generator seeded by (seed, step) alone, so every rank (and a resumed run) draws identical ones

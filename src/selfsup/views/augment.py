@@ -3,7 +3,7 @@
 Stage 1 (:func:`make_view`, per sample, in DataLoader workers): draw every random parameter of the view from
 a generator seeded by (run seed, epoch, sample index), never from worker or process state, then crop, resize
 and flip. The number of workers or ranks and a resume in the middle of an epoch do not change what the model
-sees (DESIGN.md, "Reproducibility").
+sees (docs/ARCHITECTURE.md, "Reproducibility").
 
 The same stage 1 also runs batched on the training device (``data.augment=device``, :mod:`selfsup.views.device`)
 from the same parameters: :func:`draw_view_params` is the one place that consumes a view's randomness.

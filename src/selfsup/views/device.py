@@ -3,7 +3,7 @@
 The DataLoader workers then only fetch each sample's uint8 image and draw its views' parameters with
 :func:`~selfsup.views.augment.draw_view_params`, the very calls :func:`~selfsup.views.augment.make_view`
 makes: both paths see the same crop boxes, flips and colour parameters, sample by sample, and the
-reproducibility rules of DESIGN.md hold unchanged. Why: the per-sample stage 1 pays torch's dispatch cost
+reproducibility rules of docs/ARCHITECTURE.md hold unchanged. Why: the per-sample stage 1 pays torch's dispatch cost
 once per view, and its CPU time competes with the training step for the cores. Batched, the same work costs
 less CPU in all (demo recipe, 2-core machine: ~120 ms of worker time per batch of 128 became ~25 ms in the
 workers plus ~40 ms in the training process), and on a GPU it leaves the CPU to decoding.
