@@ -8,6 +8,7 @@ from typing import Any
 
 from selfsup import run, throughput
 from selfsup.config import build_config
+from selfsup.eval.evaluate import evaluate_run
 from selfsup.export import load_backbone as _load_backbone
 
 
@@ -25,7 +26,7 @@ def train(recipe: str | Path | None = None, overrides: list[str] | None = None, 
 
 def evaluate(run_dir: str | Path, data: str | None = None) -> dict:
     """Evaluate a run's backbone with kNN and linear probe beside the baselines; writes results.json."""
-    return run.evaluate_run(run_dir, data=data)
+    return evaluate_run(run_dir, data=data)
 
 
 def bench(recipe: str | Path | None = None, overrides: list[str] | None = None, steps: int = 30, warmup: int = 5,

@@ -9,14 +9,15 @@ import sys
 from pathlib import Path
 
 from selfsup import api, registry
-from selfsup.config import ConfigError, recipe_names
+from selfsup.config import Config, ConfigError, apply_overrides, recipe_names, validate
 from selfsup.data import DataError
 from selfsup.engine.trainer import TrainingDiverged
 from selfsup.eval.compare import compare_runs
-from selfsup.eval.evaluate import eval_command
+from selfsup.eval.evaluate import evaluate_any_backbone, evaluate_run
+from selfsup.eval.protocols import all_protocols
 from selfsup.export import EXPORT_FORMATS, export_backbone
 from selfsup.report import write_report
-from selfsup.runs import is_run_dir
+from selfsup.runs import is_run_dir, load_run_config
 from selfsup.throughput import summary_table
 
 # What `selfsup list` adds after a registry's names: the forms a value may take besides a registered name.
@@ -43,11 +44,36 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
+    """A run directory (its config, with ``key=value`` overrides), or ``--backbone`` (+ ``--weights``) on
+    ``--data`` with the default config and the overrides. ``--protocols``: comma-separated names, or ``all``
+    (every registered protocol that does not train on the images)."""
     run, overrides = args.run, list(args.overrides)
     if run and "=" in run:  # no run directory given, only overrides
         run, overrides = None, [run] + overrides
-    eval_command(run, data=args.data, backbone=args.backbone, weights=args.weights, out=args.out,
-                 protocols=args.protocols, image_size=args.image_size, overrides=overrides)
+    if args.protocols:
+        names = [p.strip() for p in args.protocols.split(",") if p.strip()]
+        overrides.append(f"eval.protocols=[{','.join(all_protocols() if names == ['all'] else names)}]")
+    if run is not None:
+        if args.backbone is not None or args.weights is not None:
+            raise ConfigError("give either a run directory or --backbone/--weights, not both")
+        if args.image_size is not None or args.out is not None:
+            raise ConfigError("--image-size and --out are for --backbone: a run's backbone is evaluated at its "
+                              "training size, and its results go to RUN_DIR/results.json")
+        cfg = load_run_config(run)
+        if overrides:
+            cfg = validate(apply_overrides(cfg.model_dump(mode="json"), overrides), where="eval overrides")
+        evaluate_run(run, data=args.data, cfg=cfg)
+        return 0
+    backbone, weights = args.backbone, args.weights
+    if backbone is None:
+        if weights is None:
+            raise ConfigError("selfsup eval needs a run directory, or --backbone NAME_OR_FILE (and --data)")
+        backbone, weights = str(weights), None  # a selfsup backbone file given as --weights
+    if args.data is None:
+        raise ConfigError("--data is required with --backbone: a dataset name (selfsup list), image folder or .npz")
+    cfg = validate(apply_overrides(Config().model_dump(mode="json"), overrides), where="eval overrides")
+    evaluate_any_backbone(backbone, args.data, weights=weights, out_dir=args.out, cfg=cfg,
+                          image_size=args.image_size)
     return 0
 
 

@@ -30,10 +30,9 @@ import torch
 from safetensors.torch import load_file
 
 from selfsup.backbones import build_backbone
-from selfsup.config import Config, ConfigError, apply_overrides, validate
+from selfsup.config import Config
 from selfsup.eval.display import format_table
 from selfsup.eval.protocol import ProtocolSettings, evaluate_backbone
-from selfsup.eval.protocols import all_protocols
 from selfsup.export import load_backbone
 from selfsup.runs import RESULTS_FILE, SUMMARY_FILE, load_run_config, open_run_data, run_preprocess
 from selfsup.views.preprocess import Preprocess
@@ -193,37 +192,3 @@ def evaluate_any_backbone(backbone: str, data: str, *, weights=None, out_dir=Non
     return evaluate_and_record(model, splits, out_dir, settings=settings, preprocess=preprocess, data_name=data,
                                run_info=run_info, baselines=cfg.eval.baselines, batch_size=cfg.eval.batch_size, row="pretrained" if trained else "random_init",
                                log=log)
-
-
-def eval_command(run=None, *, data=None, backbone=None, weights=None, out=None, protocols=None, image_size=None,
-                 overrides=()) -> dict:
-    """``selfsup eval``: a run directory, or ``--backbone`` (+ ``--weights``) on ``--data``.
-
-    ``overrides`` are ``key=value`` config overrides (``eval.knn.k=[1,5,10,20,50,100,200]``, ``seed=1``, ...)
-    applied to the run's config, or to the default config for ``--backbone``. ``protocols``: comma-separated
-    protocol names, or ``all`` (every registered protocol that does not train on the images).
-    """
-    overrides = list(overrides)
-    if protocols:
-        names = [p.strip() for p in protocols.split(",") if p.strip()]
-        names = list(all_protocols()) if names == ["all"] else names
-        overrides.append(f"eval.protocols=[{','.join(names)}]")
-    if run is not None:
-        if backbone is not None or weights is not None:
-            raise ConfigError("give either a run directory or --backbone/--weights, not both")
-        if image_size is not None or out is not None:
-            raise ConfigError("--image-size and --out are for --backbone: a run's backbone is evaluated at its "
-                              "training size, and its results go to RUN_DIR/results.json")
-        run_dir = Path(run)
-        cfg = load_run_config(run_dir)
-        if overrides:
-            cfg = validate(apply_overrides(cfg.model_dump(mode="json"), overrides), where="eval overrides")
-        return evaluate_run(run_dir, data=data, cfg=cfg)
-    if backbone is None:
-        if weights is None:
-            raise ConfigError("selfsup eval needs a run directory, or --backbone NAME_OR_FILE (and --data)")
-        backbone, weights = str(weights), None  # a selfsup backbone file given as --weights
-    if data is None:
-        raise ConfigError("--data is required with --backbone: a dataset name (selfsup list), image folder or .npz")
-    cfg = validate(apply_overrides(Config().model_dump(mode="json"), overrides), where="eval overrides")
-    return evaluate_any_backbone(backbone, data, weights=weights, out_dir=out, cfg=cfg, image_size=image_size)
