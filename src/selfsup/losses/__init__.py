@@ -1,5 +1,6 @@
 """Pure loss functions, grouped by family; each declares its distributed semantics."""
 from selfsup.losses.clustering import sinkhorn_knopp, swav_loss
+from selfsup.losses.coding_rate import emp_ssl_loss, patch_invariance, total_coding_rate
 from selfsup.losses.contrastive import info_nce, mochi_negatives, nt_xent, supcon
 from selfsup.losses.distillation import dino_loss, masked_patch_distillation, negative_cosine, update_center
 from selfsup.losses.predictive import latent_prediction_loss, view_prediction_loss
@@ -10,6 +11,7 @@ from selfsup.losses.sigreg import epps_pulley, sigreg, sigreg_directions
 __all__ = [
     "barlow_twins",
     "dino_loss",
+    "emp_ssl_loss",
     "epps_pulley",
     "info_nce",
     "latent_prediction_loss",
@@ -20,11 +22,13 @@ __all__ = [
     "mochi_negatives",
     "negative_cosine",
     "nt_xent",
+    "patch_invariance",
     "sigreg",
     "sigreg_directions",
     "sinkhorn_knopp",
     "supcon",
     "swav_loss",
+    "total_coding_rate",
     "update_center",
     "vicreg",
     "view_prediction_loss",
