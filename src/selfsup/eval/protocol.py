@@ -78,7 +78,7 @@ def _run(protocols: list[Protocol], data, settings: ProtocolSettings, raw_pixels
             continue
         start = time.perf_counter()
         scores.update(protocol.run(data, settings.of(protocol.name), settings.seed, log))
-        if log is not None and not protocol.default:
+        if log is not None:  # where evaluation time goes, protocol by protocol
             log(f"  {protocol.name}: {time.perf_counter() - start:.1f} s")
     return scores
 
@@ -136,8 +136,11 @@ def evaluate_backbone(backbone, splits, *, preprocess: Preprocess, settings: Pro
         log(f"evaluating {ROWS.get(name, name)}{' features' if model is not None else ''} ...")
         scores = {}
         if needs_features:
+            start = time.perf_counter()
             train, train_y = _features_of(model, splits.train, preprocess, extract)
             test, test_y = _features_of(model, splits.test, preprocess, extract)
+            log(f"  features ({train.shape[0]} + {test.shape[0]} x {train.shape[1]}): "
+                f"{time.perf_counter() - start:.1f} s")
             scores.update(score_features(train, train_y, test, test_y, settings=settings, raw_pixels=model is None,
                                          log=log))
         scores.update(score_images(ImageTask(model, splits, preprocess, device), settings=settings, log=log))
