@@ -175,10 +175,16 @@ def test_runs_evaluated_before_the_registry_compare_cleanly_with_new_ones(tmp_pa
     from selfsup.eval.protocol import ProtocolSettings
 
     names = tuple(RECORD_BEFORE_THE_REGISTRY)
-    record = ProtocolSettings(protocols=names).record()
+    # The old protocol fitted the raw-pixel probe on every training image: eval.linear.raw_pixels_max_train=null.
+    exact = {"linear": {"raw_pixels_max_train": None}}
+    record = ProtocolSettings(protocols=names, options=exact).record()
     assert {name: record[name] for name in names} == RECORD_BEFORE_THE_REGISTRY
     old = make_run(tmp_path, "old", protocol={**RECORD_BEFORE_THE_REGISTRY, "protocols": ["knn", "linear", "fewshot"],
                                               "seed": 0, "image_size": 32})
-    new = make_run(tmp_path, "new", protocol={**ProtocolSettings(protocols=("knn", "linear", "fewshot")).record(),
-                                              "image_size": 32})
+    new = make_run(tmp_path, "new", protocol={
+        **ProtocolSettings(protocols=("knn", "linear", "fewshot"), options=exact).record(), "image_size": 32})
     assert build_comparison([load_run(old), load_run(new)]).notes == []
+    # With the default cap, the linear column says the protocols differ.
+    capped = make_run(tmp_path, "capped", protocol={
+        **ProtocolSettings(protocols=("knn", "linear", "fewshot")).record(), "image_size": 32})
+    assert any("linear" in note for note in build_comparison([load_run(old), load_run(capped)]).notes)

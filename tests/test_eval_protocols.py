@@ -383,3 +383,21 @@ def test_raw_pixel_features():
     assert feats.shape == (4, 3 * 8 * 8) and feats.dtype == torch.float32
     assert labels.tolist() == [0, 1, 2, 0]
     assert torch.equal(feats[2], eval_transform(source.get_image(2), 8, MEAN, STD).reshape(-1))
+
+
+def test_raw_pixel_linear_probe_fits_on_a_capped_class_balanced_subset():
+    from selfsup.eval.display import format_table
+    from selfsup.eval.linear import stratified_subset
+    from selfsup.eval.protocol import ProtocolSettings, score_features
+
+    labels = torch.arange(200) % 4
+    keep = stratified_subset(labels, 40, seed=0)
+    assert keep.numel() == 40 and torch.bincount(labels[keep]).tolist() == [10, 10, 10, 10]
+    assert torch.equal(stratified_subset(labels, 40, seed=0), keep)  # deterministic
+    torch.manual_seed(0)
+    train, test = torch.randn(200, 16) + labels[:, None].float(), torch.randn(40, 16) + (torch.arange(40) % 4)[:, None]
+    settings = ProtocolSettings(protocols=("linear",), options={"linear": {"raw_pixels_max_train": 40}})
+    raw = score_features(train, labels, test, torch.arange(40) % 4, settings=settings, raw_pixels=True)
+    backbone = score_features(train, labels, test, torch.arange(40) % 4, settings=settings)
+    assert raw["linear_train_subset"] == 40 and "linear_train_subset" not in backbone  # only the raw-pixel row
+    assert "class-balanced 40 training images" in format_table({"pretrained": backbone, "raw_pixels": raw})

@@ -68,4 +68,8 @@ def format_table(results: dict) -> str:
             f"{format_metric(m, results[n].get(m), results[n].get(m + '_std')):>{w}}" for n, w in zip(names, cols))
         label = metric_label(m) + (" (raw)" if is_plain_number(m) else "")
         lines.append(f"{label:<{width}}{cells}")
+    for n in names:  # a probe fitted on fewer training images than the others says so under the table
+        if results[n].get("linear_train_subset"):
+            lines.append(f"{ROWS.get(n, n)}: linear probe fitted on a class-balanced {results[n]['linear_train_subset']} "
+                         "training images (eval.linear.raw_pixels_max_train)")
     return "\n".join(lines)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from selfsup.eval.tensors import as_tensor
 
-__all__ = ["linear_probe", "DEFAULT_WEIGHT_DECAYS"]
+__all__ = ["linear_probe", "stratified_subset", "DEFAULT_WEIGHT_DECAYS"]
 
 #: the default weight-decay grid: one value per decade from 1e-6 (practically unregularised for
 #: standardised features) to 1 (heavily regularised).
@@ -51,6 +51,21 @@ def _stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> t
             n_val = min(max(int(round(val_fraction * n)), 1), n - 1)
             is_val[idx[torch.randperm(n, generator=gen)[:n_val]]] = True
     return (~is_val).nonzero().squeeze(1), is_val.nonzero().squeeze(1)
+
+
+def stratified_subset(labels: torch.Tensor, size: int, seed: int) -> torch.Tensor:
+    """Sorted indices of at most ``size`` samples, every class keeping its share (at least one sample each),
+    drawn with ``seed``: a class-balanced subset that bounds a probe's cost on very wide features."""
+    labels = torch.as_tensor(labels).reshape(-1)
+    if size >= labels.numel():
+        return torch.arange(labels.numel())
+    gen = torch.Generator().manual_seed(int(seed))
+    keep = []
+    for c in torch.unique(labels).tolist():  # sorted, so the draw order is fixed
+        idx = (labels == c).nonzero().squeeze(1)
+        share = max(1, int(round(size * idx.numel() / labels.numel())))
+        keep.append(idx[torch.randperm(idx.numel(), generator=gen)[:share]])
+    return torch.cat(keep).sort().values
 
 
 def _standardizer(x: torch.Tensor):

@@ -87,7 +87,8 @@ def score_features(train, train_labels, test, test_labels, *, settings: Protocol
                    raw_pixels: bool = False, log: Log | None = None) -> dict:
     """Every selected feature protocol on one row's cached features; ``{metric: value}``."""
     settings = settings or ProtocolSettings()
-    features = FeatureSplits(train, torch.as_tensor(train_labels).long(), test, torch.as_tensor(test_labels).long())
+    features = FeatureSplits(train, torch.as_tensor(train_labels).long(), test, torch.as_tensor(test_labels).long(),
+                             raw_pixels=raw_pixels)
     return _run(settings.selected("features"), features, settings, raw_pixels, log)
 
 

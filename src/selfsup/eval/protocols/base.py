@@ -46,6 +46,7 @@ class FeatureSplits:
     train_labels: torch.Tensor
     test: torch.Tensor
     test_labels: torch.Tensor
+    raw_pixels: bool = False  # the raw-pixel baseline row (protocols may bound their cost on its wide inputs)
 
 
 @dataclass(frozen=True)
