@@ -128,8 +128,9 @@ class Trainer:
         self.optimizer.step()
         self.method.after_optimizer_step(progress)  # e.g. EMA teachers, prototype normalisation
         self.state.step += 1
-        if out.embeddings is not None and self.state.step % self.cfg.train.monitor_every == 0:
-            monitor_metrics, warning = self.monitor(out.embeddings)
+        watched = out.embeddings is not None or out.targets is not None
+        if watched and self.state.step % self.cfg.train.monitor_every == 0:
+            monitor_metrics, warning = self.monitor(out.embeddings, out.targets)
             metrics.update(monitor_metrics)
             if warning and self.dist.is_main:
                 self.log(f"warning at step {self.state.step}: {warning}")

@@ -25,6 +25,14 @@ def negative_cosine(prediction: torch.Tensor, target: torch.Tensor) -> torch.Ten
     return -F.cosine_similarity(prediction.float(), target.detach().float(), dim=-1).mean()
 
 
+@torch.no_grad()
+def dino_targets(teacher_logits: list[torch.Tensor], center: torch.Tensor, teacher_temp: float) -> list[torch.Tensor]:
+    """DINO's teacher targets ``softmax((t - center) / teacher_temp)``, one (B, K) float32 tensor per teacher view
+    (no gradient): what :func:`dino_loss` distils, and what the collapse monitor's uniform-target check reads."""
+    center = center.detach().float()
+    return [F.softmax((t.detach().float() - center) / teacher_temp, dim=-1) for t in teacher_logits]
+
+
 def dino_loss(student_logits: list[torch.Tensor], teacher_logits: list[torch.Tensor], center: torch.Tensor,
               student_temp: float = 0.1, teacher_temp: float = 0.04) -> torch.Tensor:
     """DINO self-distillation loss (Caron et al., "Emerging Properties in Self-Supervised Vision Transformers",
@@ -41,8 +49,7 @@ def dino_loss(student_logits: list[torch.Tensor], teacher_logits: list[torch.Ten
     """
     if len(teacher_logits) > len(student_logits):
         raise ValueError(f"dino_loss: {len(teacher_logits)} teacher views but only {len(student_logits)} student views")
-    center = center.detach().float()
-    targets = [F.softmax((t.detach().float() - center) / teacher_temp, dim=-1) for t in teacher_logits]
+    targets = dino_targets(teacher_logits, center, teacher_temp)
     log_predictions = [F.log_softmax(s.float() / student_temp, dim=-1) for s in student_logits]
     total, pairs = None, 0
     for i, target in enumerate(targets):

@@ -32,6 +32,9 @@ class StepOutput:
     loss: torch.Tensor
     metrics: dict[str, float] = field(default_factory=dict)
     embeddings: torch.Tensor | None = None  # (B, D) what the collapse monitor watches
+    #: (B, K) a teacher's target distributions (rows sum to 1), for methods with prototype heads (DINO, iBOT): the
+    #: collapse monitor records their entropy and warns when they are uniform (entropy near ln K)
+    targets: torch.Tensor | None = None
 
 
 class MethodOptions(BaseModel):

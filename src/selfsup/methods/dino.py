@@ -19,16 +19,19 @@ from pydantic import Field
 from selfsup.methods.parts.ema import ema_update, frozen_copy
 from selfsup.schedules import cosine_momentum, warmup_fraction
 from selfsup.heads import DINOHead
-from selfsup.losses import dino_loss, update_center
+from selfsup.losses.distillation import dino_loss, dino_targets, update_center
 from selfsup.methods.base import METHODS, Method, StepOutput
-from selfsup.methods.common import MultiCropOptions, encode_by_resolution
+from selfsup.methods.common import MultiCropOptions, encode_by_resolution, has_token_access
 
 
 class DINOOptions(MultiCropOptions):
     out_dim: int = Field(65536, ge=2)  # K prototypes
     hidden_dim: int = Field(2048, ge=1)
     bottleneck_dim: int = Field(256, ge=1)
-    head_batch_norm: bool = False  # the paper uses BN in the head for ResNets only
+    # BatchNorm in the head's MLP. None: as the paper, BN for ConvNets and none for ViTs. Without it the small
+    # ResNet's head goes to uniform targets (loss ln K) within a few dozen steps, even on one repeated batch
+    # (tests/test_method_contract.py), where with it the loss falls.
+    head_batch_norm: bool | None = None
     student_temperature: float = Field(0.1, gt=0)
     teacher_temperature: float = Field(0.04, gt=0)  # final value
     warmup_teacher_temperature: float = Field(0.04, gt=0)  # initial value
@@ -48,12 +51,13 @@ class DINO(Method):
         super().__init__()
         self.options = options
         self.backbone = backbone
+        batch_norm = not has_token_access(backbone) if options.head_batch_norm is None else options.head_batch_norm
         self.head = DINOHead(backbone.num_features, options.out_dim, options.hidden_dim, options.bottleneck_dim,
-                             batch_norm=options.head_batch_norm)
+                             batch_norm=batch_norm)
         self.teacher_backbone = frozen_copy(backbone)
         self.teacher_head = frozen_copy(self.head)
         self.register_buffer("center", torch.zeros(1, options.out_dim))
-        self.sync_batchnorm = options.head_batch_norm
+        self.sync_batchnorm = batch_norm
         self.momentum = options.momentum
         self.teacher_temperature = options.warmup_teacher_temperature
         self.views = options.multi_crop_views()
@@ -79,7 +83,8 @@ class DINO(Method):
             teacher = self.teacher_head(self.teacher_backbone(torch.cat(views[:2]))).chunk(2)
         loss = dino_loss(student, list(teacher), self.center, student_temp=self.options.student_temperature,
                          teacher_temp=self.teacher_temperature)
+        targets = torch.cat(dino_targets(list(teacher), self.center, self.teacher_temperature))  # before the update
         if self.training:
             self.center.copy_(update_center(self.center, list(teacher), self.options.center_momentum))
         return StepOutput(loss=loss, metrics={"teacher_temperature": self.teacher_temperature},
-                          embeddings=student[0].detach())
+                          embeddings=student[0].detach(), targets=targets)

@@ -35,7 +35,7 @@ from pydantic import Field
 from selfsup.methods.parts.ema import ema_update, frozen_copy
 from selfsup.schedules import cosine_momentum, warmup_fraction
 from selfsup.heads import DINOHead
-from selfsup.losses.distillation import dino_loss, masked_patch_distillation, update_center
+from selfsup.losses.distillation import dino_loss, dino_targets, masked_patch_distillation, update_center
 from selfsup.methods.base import METHODS, Method, StepOutput
 from selfsup.methods.common import Count, MultiCropOptions, encode_by_resolution
 from selfsup.views import BlockMask, MaskSpec
@@ -131,10 +131,11 @@ class IBOT(Method):
         patch_loss = masked_patch_distillation(list(student_patches), teacher_patches, list(global_masks.chunk(2)),
                                                self.patch_center, student_temp=o.student_temperature,
                                                teacher_temp=self.teacher_patch_temperature)
+        targets = torch.cat(dino_targets(teacher_cls, self.center, self.teacher_temperature))  # before the update
         if self.training:
             self.center.copy_(update_center(self.center, teacher_cls, o.center_momentum))
             self.patch_center.copy_(update_center(self.patch_center, teacher_patches, o.patch_center_momentum))
         return StepOutput(loss=o.lambda1 * cls_loss + o.lambda2 * patch_loss,
                           metrics={"cls_loss": float(cls_loss.detach()), "patch_loss": float(patch_loss.detach()),
                                    "teacher_temperature": self.teacher_temperature},
-                          embeddings=student_cls[0].detach())
+                          embeddings=student_cls[0].detach(), targets=targets)

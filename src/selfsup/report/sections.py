@@ -94,7 +94,9 @@ def monitor_curves(ctx: RunContext) -> str:
     # The collapse monitor first, then probes, then method metrics, each group alphabetical.
     keys.sort(key=lambda k: (0 if k.startswith("monitor/") else 1 if "probe" in k else 2, k))
     charts = _charts(ctx, keys, {"monitor/normalized_std": "normalized std of embeddings (healthy ~1, collapse 0)",
-                                 "monitor/effective_rank": "effective rank of embeddings (RankMe)"})
+                                 "monitor/effective_rank": "effective rank of embeddings (RankMe)",
+                                 "monitor/target_entropy": "teacher target entropy (nats; uniform targets: ln K)",
+                                 "monitor/target_entropy_fraction": "teacher target entropy / ln K (uniform: 1)"})
     if not charts:
         raise NotAvailable("metrics.jsonl has no collapse-monitor, probe or method metrics (the monitor logs every "
                            "train.monitor_every steps when the method returns embeddings)")
