@@ -105,3 +105,28 @@ def masked_patch_distillation(student_patches: list[torch.Tensor], teacher_patch
         per_image = (per_patch * weight).sum(dim=-1) / weight.sum(dim=-1).clamp(min=1.0)
         total = per_image.mean() if total is None else total + per_image.mean()
     return total / len(masks)
+
+
+def masked_patch_distillation_at_masks(student_masked: torch.Tensor, teacher_patches: torch.Tensor, mask: torch.Tensor,
+                                       center: torch.Tensor, student_temp: float = 0.1,
+                                       teacher_temp: float = 0.07) -> torch.Tensor:
+    """:func:`masked_patch_distillation` with the student's logits given at the masked patches only, the
+    patches its loss reads (so the student's patch head need not run on the visible ones, ~70% of them at
+    iBOT's mask ratios).
+
+    ``student_masked`` (M, K) holds the student's logits at ``mask.nonzero()`` (row-major: image by image,
+    patch by patch), i.e. ``student_patches[mask]``; ``teacher_patches`` (B, N, K) and ``mask`` (B, N) bool are
+    those of every image. The views go along the batch (``torch.cat`` of equal-sized views): the mean over
+    all B images equals the mean over views of each view's mean over its images, so the value is that of
+    :func:`masked_patch_distillation` on the same views, up to float summation order (tests/test_losses_jepa.py).
+    Distributed: as :func:`masked_patch_distillation`.
+    """
+    if mask.dim() != 2 or teacher_patches.shape[:2] != mask.shape or student_masked.shape[0] != int(mask.sum()):
+        raise ValueError(f"masked_patch_distillation_at_masks: {student_masked.shape[0]} student rows, teacher "
+                         f"{tuple(teacher_patches.shape)} and mask {tuple(mask.shape)} do not match")
+    center = center.detach().float().reshape(1, -1)
+    target = F.softmax((teacher_patches.detach()[mask].float() - center) / teacher_temp, dim=-1)  # (M, K)
+    per_patch = -(target * F.log_softmax(student_masked.float() / student_temp, dim=-1)).sum(dim=-1)  # (M,)
+    image_of_patch = mask.nonzero()[:, 0]
+    per_image = per_patch.new_zeros(mask.shape[0]).index_add(0, image_of_patch, per_patch)
+    return (per_image / mask.sum(dim=-1).clamp(min=1).to(per_image.dtype)).mean()

@@ -32,10 +32,11 @@ import torch
 import torch.nn as nn
 from pydantic import Field
 
+from selfsup.methods.parts.attention import attention_kernel
 from selfsup.methods.parts.ema import ema_update, frozen_copy
 from selfsup.schedules import cosine_momentum, warmup_fraction
 from selfsup.heads import DINOHead
-from selfsup.losses.distillation import dino_loss, dino_targets, masked_patch_distillation, update_center
+from selfsup.losses.distillation import dino_loss, dino_targets, masked_patch_distillation_at_masks, update_center
 from selfsup.methods.base import METHODS, Method, StepOutput
 from selfsup.methods.common import Count, MultiCropOptions, encode_by_resolution
 from selfsup.views import BlockMask, MaskSpec
@@ -112,25 +113,32 @@ class IBOT(Method):
             ema_update(self.teacher_patch_head, self.patch_head, self.momentum)
 
     def forward(self, batch: dict) -> StepOutput:
+        with attention_kernel(batch["views"][0].device):  # the math attention on a CPU (see that module)
+            return self._forward(batch)
+
+    def _forward(self, batch: dict) -> StepOutput:
         o, views = self.options, batch["views"]
         masks = batch["masks"]["mask"]  # (B, 2, N): one mask per global crop
         globals_, global_masks = torch.cat(views[:2]), torch.cat([masks[:, 0], masks[:, 1]])
         patch_head = self.head if self.patch_head is None else self.patch_head
         tokens = self.backbone.forward_tokens(globals_, mask=global_masks, mask_token=self.mask_token)
         student_cls = list(self.head(self.backbone.pool(tokens)).chunk(2))
-        student_patches = patch_head(tokens["patches"]).chunk(2)
+        # The student's patch head runs on the masked patches only: the patch loss (iBOT eq. 2) reads no other
+        # (at mask_ratio 0.3, 70% of the head's patch rows, forward and backward, were computed and thrown away).
+        student_masked = patch_head(tokens["patches"][global_masks])  # (M, K), image by image, patch by patch
         student_local = encode_by_resolution(lambda x: self.head(self.backbone(x)), views[2:]) if len(views) > 2 else []
         with torch.no_grad():
             teacher_tokens = self.teacher_backbone.forward_tokens(globals_)
             teacher_cls = list(self.teacher_head(self.teacher_backbone.pool(teacher_tokens)).chunk(2))
             teacher_patch_head = self.teacher_head if self.teacher_patch_head is None else self.teacher_patch_head
-            teacher_patches = list(teacher_patch_head(teacher_tokens["patches"]).chunk(2))
+            teacher_patch_logits = teacher_patch_head(teacher_tokens["patches"])  # every patch: the centre's mean
+            teacher_patches = list(teacher_patch_logits.chunk(2))
 
         cls_loss = dino_loss(student_cls + list(student_local), teacher_cls, self.center,
                              student_temp=o.student_temperature, teacher_temp=self.teacher_temperature)
-        patch_loss = masked_patch_distillation(list(student_patches), teacher_patches, list(global_masks.chunk(2)),
-                                               self.patch_center, student_temp=o.student_temperature,
-                                               teacher_temp=self.teacher_patch_temperature)
+        patch_loss = masked_patch_distillation_at_masks(student_masked, teacher_patch_logits, global_masks,
+                                                        self.patch_center, student_temp=o.student_temperature,
+                                                        teacher_temp=self.teacher_patch_temperature)
         targets = torch.cat(dino_targets(teacher_cls, self.center, self.teacher_temperature))  # before the update
         if self.training:
             self.center.copy_(update_center(self.center, teacher_cls, o.center_momentum))
