@@ -45,6 +45,19 @@ def setup_distributed(prefer_cuda: bool = True) -> DistInfo:
     return DistInfo(rank=rank(), world_size=world_size(), local_rank=local_rank, device=device)
 
 
+class _ContiguousGrad(torch.autograd.Function):
+    """The identity, whose backward hands on a contiguous gradient: gloo's backward of the autograd all-gather
+    reads a non-contiguous gradient wrongly (a loss that transposes after gathering makes one), silently."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous()
+
+
 def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate ``tensor`` from every rank along dim 0, with gradients flowing back to each rank.
 
@@ -60,7 +73,7 @@ def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
 
     with warnings.catch_warnings():  # deprecated in favour of a private API; still the public autograd gather
         warnings.simplefilter("ignore", FutureWarning)
-        return torch.cat(all_gather(tensor.contiguous()), dim=0)
+        return _ContiguousGrad.apply(torch.cat(all_gather(tensor.contiguous()), dim=0))
 
 
 @torch.no_grad()

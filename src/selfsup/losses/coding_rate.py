@@ -26,24 +26,11 @@ import torch.nn.functional as F
 from selfsup.dist import all_gather_with_grad, is_distributed
 
 
-class _ContiguousGrad(torch.autograd.Function):
-    """The identity, whose backward hands on a contiguous gradient: the gloo backward of the autograd all-gather
-    (an all-to-all) reads a non-contiguous gradient wrongly, and the transpose after the gather makes one."""
-
-    @staticmethod
-    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.view_as(tensor)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        return grad.contiguous()
-
-
 def _gather_samples(z: torch.Tensor) -> torch.Tensor:
     """(K, B, D) -> (K, N_g, D): the samples of every rank, with autograd, ranks in order."""
     if not is_distributed():
         return z
-    return _ContiguousGrad.apply(all_gather_with_grad(z.transpose(0, 1).contiguous())).transpose(0, 1)
+    return all_gather_with_grad(z.transpose(0, 1).contiguous()).transpose(0, 1)
 
 
 def total_coding_rate(z: torch.Tensor, eps: float = 0.2, gather: bool = True) -> torch.Tensor:
