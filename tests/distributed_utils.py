@@ -32,3 +32,17 @@ def run_distributed(fn, world_size: int = 2, *args):
     with tempfile.TemporaryDirectory() as out_dir:
         mp.spawn(_entry, args=(world_size, free_port(), fn, args, out_dir), nprocs=world_size, join=True)
         return [torch.load(os.path.join(out_dir, f"rank{r}.pt"), weights_only=False) for r in range(world_size)]
+
+
+def assert_equal_to_one_rank(results: list[dict], reference: dict, atol: float = 1e-5, other_atol: float = 1e-6):
+    """Every rank's ``{"loss", "grad_weight", "grad_bias", ...}`` equals the single-process ``reference`` on the
+    global batch: the loss (averaged over ranks, as DDP does), the parameter gradients, and any other tensor the
+    scenario returns (a centre, the SIGReg directions) to ``other_atol``."""
+    for rank, result in enumerate(results):
+        assert torch.allclose(result["loss"], reference["loss"].detach(), atol=atol), (rank, result["loss"],
+                                                                                        reference["loss"])
+        assert torch.allclose(result["grad_weight"], reference["grad_weight"], atol=atol), rank
+        assert torch.allclose(result["grad_bias"], reference["grad_bias"], atol=atol), rank
+        for key in set(result) - {"loss", "grad_weight", "grad_bias"}:
+            assert torch.allclose(result[key], reference[key], atol=other_atol), (rank, key)
+
