@@ -20,14 +20,12 @@ import numpy as np
 import pytest
 import torch
 
-from selfsup.backbones import build_backbone
 from selfsup.data.sources import ArraySource
 from selfsup.engine.monitor import CollapseMonitor
-from selfsup.methods import METHODS, build_method
-from selfsup.views.dataset import ViewCollate, ViewDataset
-from selfsup.views.preprocess import Preprocess
+from method_utils import SIZE, build_tiny_method, view_batch
+from selfsup.methods import METHODS
 
-BATCH, SIZE, STEPS, LR = 16, 16, 30, 3e-3
+BATCH, STEPS, LR = 16, 30, 3e-3
 LAST = 5  # the final loss is the mean of the last LAST steps (some losses jitter step to step)
 
 # How far each method's loss must fall, first step's loss - final loss, in the loss's own units. The drops measured
@@ -77,18 +75,11 @@ def structured_images(n=BATCH):
 
 
 def build(name):
-    torch.manual_seed(0)
-    if METHODS[name].needs_vit:  # token-level access (masks, token dropping): a tiny ViT, 4 x 4 patches of 4 px
-        backbone = build_backbone("vit_micro_cpu", 3, img_size=SIZE, embed_dim=32, depth=2, num_heads=2)
-    else:
-        backbone = build_backbone("small_resnet", 3, widths=[8, 8, 16, 16], stem_stride=1)
-    return build_method(name, backbone, METHODS[name].test_options)
+    return build_tiny_method(name)
 
 
 def fixed_batch(method, source):
-    dataset = ViewDataset(source, method.views, SIZE, seed=0)
-    collate = ViewCollate(Preprocess(SIZE, [0.5] * 3, [0.25] * 3))
-    return collate([dataset[(0, i)] for i in range(BATCH)])
+    return view_batch(method, source, BATCH)
 
 
 def fit_one_batch(name, source, steps=STEPS):

@@ -6,23 +6,22 @@ import numpy as np
 import pytest
 import torch
 
-from selfsup.backbones import build_backbone
 from selfsup.config import build_config, load_recipe, recipe_names
 from selfsup.data.sources import ArraySource
 from selfsup.methods.parts.ema import ema_update, frozen_copy
 from selfsup.schedules import cosine_momentum
-from selfsup.views.dataset import ViewCollate, ViewDataset
-from selfsup.views.preprocess import Preprocess
-from selfsup.methods import METHODS, build_method, validate_method_options
+from method_utils import SIZE, build_tiny_method, view_batch
+from selfsup.methods import METHODS, validate_method_options
 from selfsup.methods.common import encode_by_resolution
 
-BATCH, SIZE = 8, 16
+BATCH = 8
 
 
 def test_every_method_declares_valid_tiny_test_options():
     # test_options is the method's own: a new method file is tested without editing this one.
     for name in METHODS:
-        validate_method_options(name, METHODS[name].test_options)
+        options = validate_method_options(name, METHODS[name].test_options)
+        assert isinstance(options, METHODS[name].Options)
 
 
 @pytest.fixture(scope="module")
@@ -33,18 +32,11 @@ def source():
 
 
 def make_batch(method, source, epoch=0):
-    dataset = ViewDataset(source, method.views, SIZE, seed=0)
-    collate = ViewCollate(Preprocess(SIZE, [0.5] * 3, [0.25] * 3))
-    return collate([dataset[(epoch, i)] for i in range(BATCH)])
+    return view_batch(method, source, BATCH, epoch)
 
 
 def build(name):
-    torch.manual_seed(0)
-    if METHODS[name].needs_vit:  # token-level access (masks, token dropping): a tiny ViT, 4 x 4 patches of 4 px
-        backbone = build_backbone("vit_micro_cpu", 3, img_size=SIZE, embed_dim=32, depth=2, num_heads=2)
-    else:
-        backbone = build_backbone("small_resnet", 3, widths=[8, 8, 16, 16], stem_stride=1)
-    return build_method(name, backbone, METHODS[name].test_options)
+    return build_tiny_method(name)
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

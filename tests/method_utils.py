@@ -1,0 +1,28 @@
+"""Tiny methods for the tests parametrized over the method registry: each built from its own ``test_options`` on
+a tiny backbone, and batches of its views as the training loader would collate them."""
+from __future__ import annotations
+
+import torch
+
+from selfsup.backbones import build_backbone
+from selfsup.methods import METHODS, build_method
+from selfsup.views.dataset import ViewCollate, ViewDataset
+from selfsup.views.preprocess import Preprocess
+
+SIZE = 16  # pixels: a 4 x 4 grid of 4-px patches for the ViT methods
+
+
+def build_tiny_method(name: str, size: int = SIZE):
+    torch.manual_seed(0)
+    if METHODS[name].needs_vit:  # token-level access (masks, token dropping): a tiny ViT, 4 x 4 patches of 4 px
+        backbone = build_backbone("vit_micro_cpu", 3, img_size=size, embed_dim=32, depth=2, num_heads=2)
+    else:
+        backbone = build_backbone("small_resnet", 3, widths=[8, 8, 16, 16], stem_stride=1)
+    return build_method(name, backbone, METHODS[name].test_options)
+
+
+def view_batch(method, source, batch: int, epoch: int = 0, size: int = SIZE) -> dict:
+    """The first ``batch`` samples of ``source`` as ``method``'s views, collated as the loader does."""
+    dataset = ViewDataset(source, method.views, size, seed=0)
+    collate = ViewCollate(Preprocess(size, [0.5] * 3, [0.25] * 3))
+    return collate([dataset[(epoch, i)] for i in range(batch)])
