@@ -121,13 +121,20 @@ def default_eval_protocols() -> list[str]:
     return [name for name, section in EVAL_SECTIONS.items() if section.default]
 
 
-def _renamed(key: str) -> str | None:
-    """How an ``eval`` key of before the per-protocol sections now reads, or None for an unknown key."""
+def _new_place(key: str) -> tuple[str, str] | None:
+    """(protocol, field) where a flat ``eval`` key of before the per-protocol sections (``knn_k``) now lives
+    (``eval.knn.k``), or None for a key that never existed."""
     for name, section in EVAL_SECTIONS.items():
         field = key[len(name) + 1:]
         if key.startswith(name + "_") and field in section.settings.model_fields:
-            return f"eval.{key} is now eval.{name}.{field}"
+            return name, field
     return None
+
+
+def _renamed(key: str) -> str | None:
+    """How an ``eval`` key of before the per-protocol sections now reads, or None for an unknown key."""
+    place = _new_place(key)
+    return f"eval.{key} is now eval.{place[0]}.{place[1]}" if place else None
 
 
 def _section_value(name: str, value: Any, data: dict) -> str | None:
@@ -337,11 +344,9 @@ def _upgrade_saved_eval(raw: dict[str, Any]) -> dict[str, Any]:
         if not section.pop("linear"):
             section["protocols"] = [p for p in section.get("protocols") or default_eval_protocols() if p != "linear"]
     for key in [k for k in section if k not in EvalConfig.model_fields and k not in EVAL_SECTIONS]:
-        for name, registered in EVAL_SECTIONS.items():
-            field = key[len(name) + 1:]
-            if key.startswith(name + "_") and field in registered.settings.model_fields:
-                section.setdefault(name, {})[field] = section.pop(key)
-                break
+        place = _new_place(key)
+        if place is not None:
+            section.setdefault(place[0], {})[place[1]] = section.pop(key)
     return {**raw, "eval": section}
 
 
