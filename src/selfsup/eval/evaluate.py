@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -34,17 +33,13 @@ from selfsup.config import Config
 from selfsup.eval.display import format_table
 from selfsup.eval.protocol import ProtocolSettings, evaluate_backbone
 from selfsup.export import load_backbone
-from selfsup.runs import RESULTS_FILE, SUMMARY_FILE, load_run_config, open_run_data, run_preprocess
+from selfsup.runs import RESULTS_FILE, SUMMARY_FILE, load_run_config, log, open_run_data, run_preprocess
 from selfsup.views.preprocess import Preprocess
-
-
-def _default_log(message: str) -> None:
-    print(f"[selfsup] {message}", file=sys.stderr, flush=True)
 
 
 def evaluate_and_record(backbone, splits, out_dir, *, settings: ProtocolSettings, preprocess: Preprocess,
                         data_name: str, run_info: dict, baselines: bool = True, batch_size: int = 256,
-                        row: str = "pretrained", log: Callable[[str], None] = _default_log) -> dict:
+                        row: str = "pretrained", log: Callable[[str], None] = log) -> dict:
     """Run the protocol on ``backbone`` (features cached in ``out_dir/features``), write and print the results."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +97,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_weights_into(model: torch.nn.Module, weights: str | Path, log: Callable[[str], None] = _default_log):
+def load_weights_into(model: torch.nn.Module, weights: str | Path, log: Callable[[str], None] = log):
     """Load a state dict file into ``model``, whose keys may be the backbone's own or its inner ``.model``'s
     (a plain timm / torchvision state dict). Every backbone parameter must be present; keys the backbone
     does not have (e.g. an ImageNet classifier ``fc.*``) are ignored and listed in the log."""
@@ -135,7 +130,7 @@ def _is_saved_backbone(path: Path) -> bool:
 
 
 def load_any_backbone(backbone: str, weights: str | Path | None = None, channels: int = 3, seed: int = 0,
-                      log: Callable[[str], None] = _default_log):
+                      log: Callable[[str], None] = log):
     """``(module, meta, trained)``: a saved selfsup backbone (path) or a named architecture (+ weights).
 
     A named architecture without weights is initialised from ``seed`` (as the random-init baseline is), so
@@ -165,7 +160,7 @@ def load_any_backbone(backbone: str, weights: str | Path | None = None, channels
 
 
 def evaluate_any_backbone(backbone: str, data: str, *, weights=None, out_dir=None, cfg=None, image_size=None,
-                          log: Callable[[str], None] = _default_log) -> dict:
+                          log: Callable[[str], None] = log) -> dict:
     """Evaluate any backbone on ``data`` with the protocol of ``cfg.eval`` (default config when None).
 
     ``cfg`` also gives the data options (channels for a named backbone, holdout fraction, seed) and, when
