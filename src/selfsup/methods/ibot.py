@@ -32,7 +32,6 @@ import torch
 import torch.nn as nn
 from pydantic import Field
 
-from selfsup.methods.parts.attention import attention_kernel
 from selfsup.methods.parts.ema import ema_update, frozen_copy
 from selfsup.schedules import cosine_momentum, warmup_fraction
 from selfsup.heads import DINOHead
@@ -113,10 +112,6 @@ class IBOT(Method):
             ema_update(self.teacher_patch_head, self.patch_head, self.momentum)
 
     def forward(self, batch: dict) -> StepOutput:
-        with attention_kernel(batch["views"][0].device):  # the math attention on a CPU (see that module)
-            return self._forward(batch)
-
-    def _forward(self, batch: dict) -> StepOutput:
         o, views = self.options, batch["views"]
         masks = batch["masks"]["mask"]  # (B, 2, N): one mask per global crop
         globals_, global_masks = torch.cat(views[:2]), torch.cat([masks[:, 0], masks[:, 1]])

@@ -29,7 +29,6 @@ from selfsup.losses.predictive import view_prediction_loss
 from selfsup.losses.sigreg import sigreg, sigreg_directions
 from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
 from selfsup.methods.common import encode_by_resolution, multi_crop
-from selfsup.methods.parts.attention import attention_kernel
 from selfsup.views import CropSpec
 
 
@@ -72,8 +71,7 @@ class LeJEPA(Method):
 
     def forward(self, batch: dict) -> StepOutput:
         o = self.options
-        with attention_kernel(batch["views"][0].device):  # the math attention on a CPU (see that module)
-            z = torch.stack(encode_by_resolution(lambda x: self.projector(self.backbone(x)), batch["views"]))  # V, B, K
+        z = torch.stack(encode_by_resolution(lambda x: self.projector(self.backbone(x)), batch["views"]))  # V, B, K
         prediction = view_prediction_loss(z, o.num_global_crops)
         directions = sigreg_directions(z.shape[-1], o.num_slices, step=int(self.step), device=z.device)
         regularizer = sigreg(z, directions, o.num_knots, o.t_max)
