@@ -37,8 +37,15 @@ LABEL = register_field_kind("label", "int, -1 when unknown",
                             "a class index: never seen by self-supervised methods; evaluation and supervised "
                             "references (SupCon) read it")
 
-#: What every image source yields today.
+TEXT = register_field_kind("text", "list of str: the sample's captions (one or several phrasings)",
+                           "a caption or report paired with an image: tokenized for a text encoder (the text "
+                           "extra); image-text methods (CLIP, SigLIP, ConVIRT, SLIP) and zero-shot evaluation "
+                           "read it")
+
+#: What every image source yields.
 IMAGE_FIELDS = {"image": IMAGE.name, "label": LABEL.name}
+#: What an image-text source yields (a source with captions).
+IMAGE_TEXT_FIELDS = {"image": IMAGE.name, "text": TEXT.name, "label": LABEL.name}
 
 
 def check_fields(fields: dict[str, str], where: str) -> None:

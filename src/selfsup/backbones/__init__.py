@@ -16,8 +16,6 @@ from selfsup.backbones.timm_adapter import TimmBackbone
 from selfsup.backbones.vit import ViTBackbone, as_vit_backbone
 from selfsup.registry import import_submodules
 
-import_submodules(__name__, skip=("base",))
-
 DEFAULT_BACKBONE = "small_resnet"
 TIMM_PREFIX = "timm:"
 
@@ -34,5 +32,8 @@ def backbone_from_spec(spec: dict[str, Any]) -> nn.Module:
     spec = dict(spec)
     return build_backbone(spec.pop("name"), spec.pop("in_channels", 3), **spec)
 
+
+# Last: modules such as towers.py build on the functions above.
+import_submodules(__name__, skip=("base",))
 
 __all__ = ["BACKBONES", "DEFAULT_BACKBONE", "ViTBackbone", "build_backbone", "backbone_from_spec"]
