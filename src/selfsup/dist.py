@@ -76,6 +76,44 @@ def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
         return _ContiguousGrad.apply(torch.cat(all_gather(tensor.contiguous()), dim=0))
 
 
+def _ring_step(tensor: torch.Tensor, step: int) -> torch.Tensor:
+    """Send ``tensor`` to rank ``rank + step`` and return what rank ``rank - step`` sent (modulo the world size);
+    every rank must pass a tensor of the same shape."""
+    size, me = dist.get_world_size(), dist.get_rank()
+    tensor = tensor.contiguous()
+    received = torch.empty_like(tensor)
+    # both non-blocking before either waits: every rank sends and receives at once, so no ordering deadlocks
+    requests = [dist.isend(tensor, (me + step) % size), dist.irecv(received, (me - step) % size)]
+    for request in requests:
+        request.wait()
+    return received
+
+
+class _SendToNextRank(torch.autograd.Function):
+    """One step of a ring, differentiable. Forward: rank r sends to r + 1 and receives from r - 1. Backward, the
+    same step the other way round: the gradient of what rank r received goes back to its sender r - 1, and rank
+    r receives from r + 1 the gradient of what it sent."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        return _ring_step(tensor, +1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return _ring_step(grad, -1)
+
+
+def send_to_next_rank_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """The ``tensor`` of the previous rank (rank r gets rank r - 1's, rank 0 the last rank's), with gradients
+    flowing back to the rank that sent it; point-to-point, each rank sends and receives one tensor. Applied
+    N - 1 times in a chain it walks every other rank's tensor past this rank (SigLIP's chunked loss). Every rank
+    must call it equally often with tensors of one shape. Returns ``tensor`` itself when not distributed.
+    """
+    if not is_distributed():
+        return tensor
+    return _SendToNextRank.apply(tensor)
+
+
 @torch.no_grad()
 def all_gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate ``tensor`` from every rank along dim 0, as a constant (labels, indices, queue entries).

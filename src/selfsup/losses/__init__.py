@@ -3,6 +3,7 @@ from selfsup.losses.clustering import sinkhorn_knopp, swav_loss
 from selfsup.losses.coding_rate import emp_ssl_loss, patch_invariance, total_coding_rate
 from selfsup.losses.contrastive import info_nce, mochi_negatives, nt_xent, supcon
 from selfsup.losses.distillation import dino_loss, masked_patch_distillation, negative_cosine, update_center
+from selfsup.losses.image_text import clip_loss, convirt_loss, siglip_loss
 from selfsup.losses.predictive import latent_prediction_loss, view_prediction_loss
 from selfsup.losses.reconstruction import masked_patch_mse, masked_pixel_l1
 from selfsup.losses.redundancy import barlow_twins, mixed_barlow_regularizer, vicreg
@@ -10,6 +11,8 @@ from selfsup.losses.sigreg import epps_pulley, sigreg, sigreg_directions
 
 __all__ = [
     "barlow_twins",
+    "clip_loss",
+    "convirt_loss",
     "dino_loss",
     "emp_ssl_loss",
     "epps_pulley",
@@ -23,6 +26,7 @@ __all__ = [
     "negative_cosine",
     "nt_xent",
     "patch_invariance",
+    "siglip_loss",
     "sigreg",
     "sigreg_directions",
     "sinkhorn_knopp",
