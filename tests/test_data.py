@@ -264,9 +264,9 @@ def test_unknown_name_suggests_registered_dataset(tmp_path):
         open_data("digit")
     assert "'digit'" in str(info.value) and "Did you mean 'digits'" in str(info.value)
     assert "folder" in str(info.value) and ".npz" in str(info.value)
-    (tmp_path / "x.csv").write_text("1,2")
+    (tmp_path / "x.dat").write_text("1,2")  # (.csv is a caption manifest: tests/test_data_captions.py)
     with pytest.raises(DataError, match="not a .npz"):
-        open_data(str(tmp_path / "x.csv"))
+        open_data(str(tmp_path / "x.dat"))
 
 
 def test_split_folders_and_class_labels(tmp_path):

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from selfsup.data.decode import DecodeError
 from selfsup.data.sources import ArraySource, DataError, FolderSource, _hash, num_workers_for_io
+from selfsup.data.text import CaptionTable
 from selfsup.files import atomic_path, write_json_atomic
 
 CACHE_VERSION = 1
@@ -66,12 +67,14 @@ def cache_fingerprint(source: FolderSource, size: int) -> str:
 class CachedSource(ArraySource):
     """A folder's images as the decoded cache holds them: an :class:`ArraySource` over a read-only memmap
     (fixed size, so the device augmentation can batch it). Pickles as its file path, not its bytes, so that
-    DataLoader workers started by ``spawn`` map the file instead of receiving a copy of it."""
+    DataLoader workers started by ``spawn`` map the file instead of receiving a copy of it. The captions of
+    a captioned folder come along (in memory, from the folder's scan), row-aligned with the cached images."""
 
-    def __init__(self, path: str | os.PathLike, meta: dict, bad_files: list[tuple[str, str]]):
+    def __init__(self, path: str | os.PathLike, meta: dict, bad_files: list[tuple[str, str]],
+                 captions: CaptionTable | None = None):
         self.path, self.meta = str(path), meta
         images = np.memmap(self.path, dtype=np.uint8, mode="r", shape=tuple(meta["shape"]))
-        super().__init__(images, labels=meta["labels"], classes=meta["classes"], name=meta["name"])
+        super().__init__(images, labels=meta["labels"], classes=meta["classes"], name=meta["name"], captions=captions)
         self.bad_files = list(bad_files)
         self._fingerprint = meta["fingerprint"]  # ArraySource would hash every cached byte
 
@@ -168,4 +171,8 @@ def open_cached(source, image_size: int, cache_size: int | None, runs_dir: str |
     meta = meta or _read_meta(json_path, u8_path, fingerprint)
     if meta is None:
         raise DataError(f"data.cache: no complete cache at {u8_path} after the build (see the main rank's log)")
-    return CachedSource(u8_path, meta, [*source.bad_files, *map(tuple, meta["build_bad_files"])])
+    captions = None
+    if source.captions is not None:  # the rows of the images that failed while building are not in the cache
+        failed = {path for path, _ in meta["build_bad_files"]}
+        captions = source.captions.take(i for i in range(len(source)) if source.path(i) not in failed)
+    return CachedSource(u8_path, meta, [*source.bad_files, *map(tuple, meta["build_bad_files"])], captions)

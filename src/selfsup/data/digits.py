@@ -54,10 +54,21 @@ def _style(style: str) -> dict:
     return STYLES[style]
 
 
+#: What :func:`_draw_geometry` returns per image: the rendered cell's size (pixels), its rotation (radians,
+#: positive turns the digit clockwise on screen), its shear (positive moves its bottom to the right) and its
+#: centre (pixels, x right, y down). The captions of ``digits-captions`` describe these.
+GEOMETRY_KEYS = ("height", "width", "theta", "shear", "centre_x", "centre_y")
+
+
 def _render_masks(rng: np.random.Generator, shapes: np.ndarray,
                   height_range: tuple[float, float] = STYLES["plain"]["height"]) -> torch.Tensor:
     """(n, SIZE, SIZE) stroke coverage in [0, 1] for 8x8 shapes (values 0..16) at random geometry."""
-    n = len(shapes)
+    return _draw_masks(shapes, **_draw_geometry(rng, len(shapes), height_range))
+
+
+def _draw_geometry(rng: np.random.Generator, n: int, height_range: tuple[float, float]) -> dict[str, np.ndarray]:
+    """Random size, aspect, rotation, shear and position of n digits, each fully inside the canvas. (The order
+    of the draws from ``rng`` is the images' identity: changing it changes every generated dataset.)"""
     height = rng.uniform(*height_range, n)
     width = height * rng.uniform(0.8, 1.2, n)
     theta = np.deg2rad(rng.uniform(-12, 12, n))
@@ -74,6 +85,15 @@ def _render_masks(rng: np.random.Generator, shapes: np.ndarray,
     width, height, half_x, half_y = width * fit, height * fit, half_x * fit, half_y * fit
     centre_x = rng.uniform(half_x, SIZE - half_x)
     centre_y = rng.uniform(half_y, SIZE - half_y)
+    return {"height": height, "width": width, "theta": theta, "shear": shear, "centre_x": centre_x,
+            "centre_y": centre_y}
+
+
+def _draw_masks(shapes: np.ndarray, height: np.ndarray, width: np.ndarray, theta: np.ndarray, shear: np.ndarray,
+                centre_x: np.ndarray, centre_y: np.ndarray) -> torch.Tensor:
+    """Render 8x8 shapes at the given geometry (see :func:`_draw_geometry`) as stroke coverage in [0, 1]."""
+    n = len(shapes)
+    cos, sin = np.cos(theta), np.sin(theta)
     # Inverse map every canvas pixel into the 8x8 grid and sample bilinearly (zero outside). In the
     # normalized coordinates of affine_grid/grid_sample, with canvas offsets dx = 16 x_out + 16 - centre_x:
     # x_in = (2 / width) (u' - shear v), y_in = (2 / height) v, where (u', v) = rotate(-theta) (dx, dy).
@@ -127,7 +147,8 @@ def _source_split(targets: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarra
 
 def _render(rng: np.random.Generator, shapes: np.ndarray, targets: np.ndarray, pool: np.ndarray, n: int,
             style: str = "noisy"):
-    """n balanced images from the source digits ``pool``: (images uint8 (n,3,S,S), labels, source ids)."""
+    """n balanced images from the source digits ``pool``: (images uint8 (n,3,S,S), labels, source ids,
+    geometry)."""
     spec = STYLES[style]
     labels = rng.permutation(np.arange(n) % 10)
     ids = np.empty(n, np.int64)
@@ -135,12 +156,13 @@ def _render(rng: np.random.Generator, shapes: np.ndarray, targets: np.ndarray, p
         members = pool[targets[pool] == c]
         where = np.flatnonzero(labels == c)
         ids[where] = members[rng.integers(0, len(members), len(where))]
-    image = _render_masks(rng, shapes[ids], spec["height"])
+    geometry = _draw_geometry(rng, n, spec["height"])  # kept: the captions of digits-captions describe it
+    image = _draw_masks(shapes[ids], **geometry)
     if style == "noisy":
         noise = torch.from_numpy(rng.standard_normal(image.shape, dtype=np.float32))
         image = image.mul_(spec["contrast"]).add_(spec["background"]).add_(noise, alpha=spec["noise"]).clamp_(0, 1)
     gray = image.mul_(255).round_().to(torch.uint8)
-    return gray[:, None].expand(-1, 3, -1, -1).numpy().copy(), labels.astype(np.int64), ids
+    return gray[:, None].expand(-1, 3, -1, -1).numpy().copy(), labels.astype(np.int64), ids, geometry
 
 
 @lru_cache(maxsize=4)
@@ -150,7 +172,8 @@ def make_digits(n_train: int | None = None, n_test: int = 1000, seed: int = DIGI
 
     ``n_train`` None: the style's default (1,000 noisy, 6,000 plain).
     Keys: ``train_images``/``test_images`` uint8 (N, 3, 32, 32), ``train_labels``/``test_labels`` int64,
-    ``train_source_ids``/``test_source_ids`` (index into scikit-learn's ``load_digits()``)."""
+    ``train_source_ids``/``test_source_ids`` (index into scikit-learn's ``load_digits()``), and each image's
+    geometry ``{split}_{key}`` for ``key`` in :data:`GEOMETRY_KEYS` (float64)."""
     spec = _style(style)
     n_train = spec["n_train"] if n_train is None else n_train
     shapes, targets = _load_source_digits()
@@ -158,8 +181,9 @@ def make_digits(n_train: int | None = None, n_test: int = 1000, seed: int = DIGI
     train_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     out = {}
     for split, rng, pool, n in (("train", train_rng, train_pool, n_train), ("test", test_rng, test_pool, n_test)):
-        images, labels, ids = _render(rng, shapes, targets, pool, int(n), style)
+        images, labels, ids, geometry = _render(rng, shapes, targets, pool, int(n), style)
         out[f"{split}_images"], out[f"{split}_labels"], out[f"{split}_source_ids"] = images, labels, ids
+        out.update({f"{split}_{key}": value for key, value in geometry.items()})
     for array in out.values():
         array.setflags(write=False)
     return out

@@ -5,6 +5,11 @@ Layouts understood (extensions are matched case-insensitively; hidden files/fold
     root/train/{class}/**/*.jpg  root/test/{class}/**/*.jpg   split folders (``val/`` also works as the test split)
     root/{class}/**/*.png                                       labelled; a stratified held-out test split is carved
     root/**/*.tif                                               unlabeled (images directly in root, or mixed)
+
+Captions (image-text data): a ``<stem>.txt`` sidecar beside an image (same folder, same stem; one caption per
+line) makes the folder an image-text folder, in any of the layouts above. Then every image needs one: an image
+with a missing or empty sidecar is skipped and listed in ``bad_files``. A folder without sidecars is a plain
+image folder (other ``.txt`` files are ignored files, as before).
 """
 from __future__ import annotations
 
@@ -17,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from selfsup.data.badfiles import check_bad_fraction
 from selfsup.data.decode import DecodeError, check_image
 from selfsup.data.sources import DataError, DataSplits, FolderSource, holdout_split, num_workers_for_io
+from selfsup.data.text import normalise_captions
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +97,9 @@ def _split_dirs(root: Path) -> tuple[Path, Path | None] | None:
     return None
 
 
-def _check_one(path: str, channels: int) -> tuple[str | None, int, int]:
-    """(reason or None, size, mtime_ns) for one file."""
+def check_file(path: str, channels: int) -> tuple[str | None, int, int]:
+    """(reason or None, size, mtime_ns) for one image file: decoded once (cheaply), so bad files are found at
+    scan time. Also used by the caption manifests (:mod:`selfsup.data.captions`)."""
     try:
         stat = os.stat(path)
     except OSError as e:
@@ -101,6 +109,44 @@ def _check_one(path: str, channels: int) -> tuple[str | None, int, int]:
     except DecodeError as e:
         return str(e), stat.st_size, stat.st_mtime_ns
     return None, stat.st_size, stat.st_mtime_ns
+
+
+def sidecar_of(relpath: str) -> str:
+    """The caption sidecar of an image: ``a/b.jpg`` -> ``a/b.txt``."""
+    return os.path.splitext(relpath)[0] + ".txt"
+
+
+def _read_sidecar(path: str) -> tuple[str | None, list[str]]:
+    """(reason or None, captions) of a sidecar: one caption per non-empty line."""
+    name = os.path.basename(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig", errors="replace")  # a BOM or a stray byte is no reason
+    except FileNotFoundError:
+        return f"no caption: {name} is missing", []
+    except OSError as e:
+        return f"no caption: cannot read {name}: {e.strerror or e}", []
+    captions = normalise_captions(text.splitlines())
+    return (None, captions) if captions else (f"no caption: {name} is empty", [])
+
+
+def _check_pair(path: str, channels: int, sidecar: str | None) -> tuple[str | None, int, int, list[str]]:
+    """:func:`check_file`, plus the captions of the image's sidecar when the folder is captioned."""
+    reason, size, mtime = check_file(path, channels)
+    captions: list[str] = []
+    if reason is None and sidecar is not None:
+        reason, captions = _read_sidecar(sidecar)
+    return reason, size, mtime, captions
+
+
+def _attach_sidecars(splits: dict[str, _Split]) -> bool:
+    """Whether the folder is captioned (some image has a sidecar); if so its sidecars are no ignored files."""
+    ignored = {name: set(s.ignored) for name, s in splits.items()}
+    if not any(sidecar_of(p) in ignored[name] for name, s in splits.items() for p in s.paths):
+        return False
+    for s in splits.values():
+        sidecars = {sidecar_of(p) for p in s.paths}
+        s.ignored = [p for p in s.ignored if p not in sidecars]
+    return True
 
 
 def _no_images_error(root: Path, ignored: list[str]) -> DataError:
@@ -132,22 +178,19 @@ def open_folder(root: str | os.PathLike, channels: int = 3, max_bad_fraction: fl
         raise _no_images_error(root, ignored)
     if not splits["train"].paths:
         raise _no_images_error(splits["train"].root, [str(splits["train"].root / p) for p in splits["train"].ignored])
+    captioned = _attach_sidecars(splits)
+    ignored = [str(s.root / p) for s in splits.values() for p in s.ignored]
 
-    # Decode every file once so bad files are found now, not halfway through a run.
-    jobs = [(name, i, str(s.root / p)) for name, s in splits.items() for i, p in enumerate(s.paths)]
+    # Decode every file (and read its caption) once so bad files are found now, not halfway through a run.
+    jobs = [(str(s.root / p), str(s.root / sidecar_of(p)) if captioned else None)
+            for s in splits.values() for p in s.paths]
     with ThreadPoolExecutor(num_workers_for_io()) as pool:
-        results = list(pool.map(lambda job: _check_one(job[2], channels), jobs))
-    bad = [(job[2], reason) for job, (reason, _, _) in zip(jobs, results) if reason is not None]
-    total = len(jobs)
-    log.info("scanned %d image files under %s: %d bad, %d other files ignored", total, root, len(bad), len(ignored))
-    if len(bad) == total or len(bad) > max_bad_fraction * total:
-        shown = "\n".join(f"  {p}: {r}" for p, r in bad[:5])
-        more = f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else ""
-        what = "every image file" if len(bad) == total else f"{len(bad)} of {total} image files ({len(bad) / total:.1%})"
-        raise DataError(
-            f"{what} under {root} could not be decoded, more than data.max_bad_fraction={max_bad_fraction}:\n"
-            f"{shown}{more}\nRemove or fix these files, or raise data.max_bad_fraction to skip them."
-        )
+        results = list(pool.map(lambda job: _check_pair(job[0], channels, job[1]), jobs))
+    bad = [(job[0], result[0]) for job, result in zip(jobs, results) if result[0] is not None]
+    log.info("scanned %d image files under %s: %d bad, %d other files ignored", len(jobs), root, len(bad),
+             len(ignored))
+    check_bad_fraction(bad, len(jobs), f"under {root}", max_bad_fraction,
+                       problem="could not be decoded or have no caption" if captioned else "could not be decoded")
 
     # Class names shared by all labelled splits, so that label i means the same class everywhere.
     classes = sorted({c for s in splits.values() if s.labelled for c in s.class_of})
@@ -158,8 +201,9 @@ def open_folder(root: str | os.PathLike, channels: int = 3, max_bad_fraction: fl
     for name, s in splits.items():
         res = results[offset:offset + len(s.paths)]
         offset += len(s.paths)
-        keep = [i for i, (reason, _, _) in enumerate(res) if reason is None]
-        bad_by_split[name] = [(str(s.root / s.paths[i]), r) for i, (r, _, _) in enumerate(res) if r is not None]
+        keep = [i for i, result in enumerate(res) if result[0] is None]
+        bad_by_split[name] = [(str(s.root / s.paths[i]), result[0]) for i, result in enumerate(res)
+                              if result[0] is not None]
         if not keep:
             warnings.warn(f"{s.root}: no decodable images in the {name} split; it is not used", stacklevel=3)
             continue
@@ -169,6 +213,7 @@ def open_folder(root: str | os.PathLike, channels: int = 3, max_bad_fraction: fl
             classes=classes if s.labelled else None, sizes=[res[i][1] for i in keep],
             mtimes_ns=[res[i][2] for i in keep], bad_files=bad_by_split[name], ignored_files=len(s.ignored),
             name=f"{root.name}/{name}" if dirs is not None else root.name,
+            captions=[res[i][3] for i in keep] if captioned else None,
         )
     if "train" not in sources:
         raise DataError(f"no decodable images in the train split {splits['train'].root}; see the bad files listed "
@@ -176,7 +221,8 @@ def open_folder(root: str | os.PathLike, channels: int = 3, max_bad_fraction: fl
     train, test = sources["train"], sources.get("test")
     if "test" not in splits:
         return holdout_split(train, holdout_fraction, seed)
-    if test is not None and test.labels is None:
+    # Unlabelled captioned test pairs serve image-text retrieval, when the train split is unlabelled too.
+    if test is not None and test.labels is None and not (captioned and train.labels is None):
         warnings.warn(f"{splits['test'].root}: the test split has no class folders, so it cannot be used for "
                       "evaluation and is not used", stacklevel=3)
         test = None

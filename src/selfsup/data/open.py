@@ -1,4 +1,5 @@
-"""``open_data(spec)``: one entry point for every kind of data (registered name, folder, ``.npz`` file)."""
+"""``open_data(spec)``: one entry point for every kind of data (registered name, folder of images, ``.npz``
+file; image-text pairs as a caption manifest, a folder with ``.txt`` sidecars, or tar shards)."""
 from __future__ import annotations
 
 import os
@@ -6,7 +7,9 @@ import warnings
 from pathlib import Path
 
 from selfsup.data.arrays import open_npz
+from selfsup.data.captions import MANIFEST_SUFFIXES, open_manifest
 from selfsup.data.folder import IMAGE_EXTENSIONS, open_folder
+from selfsup.data.shards import SHARD_SUFFIX, open_shards, shard_paths
 from selfsup.data.sources import DATASETS, DataError, DataSplits
 from selfsup.registry import did_you_mean
 
@@ -16,19 +19,25 @@ def _unknown(spec: str) -> DataError:
     return DataError(
         f"data.source '{spec}' is neither a registered dataset nor an existing path.{hint} Registered datasets: "
         f"{', '.join(sorted(DATASETS))}. A folder of images (extensions {', '.join(IMAGE_EXTENSIONS)}, optionally "
-        "with class sub-folders and train/ + test/ or val/ split folders) or a .npz file (keys 'images', "
-        "optional 'labels', 'test_images', 'test_labels', 'classes') is also accepted."
+        "with class sub-folders and train/ + test/ or val/ split folders, and <stem>.txt caption sidecars), a .npz "
+        "file (keys 'images', optional 'labels', 'test_images', 'test_labels', 'classes'), an image-text manifest "
+        "(.csv, .jsonl, .parquet: columns image, caption, optional label, split) or tar shards (a folder of .tar) "
+        "are also accepted."
     )
 
 
 def open_data(spec: str | os.PathLike, channels: int = 3, max_bad_fraction: float = 0.1, seed: int = 0,
               holdout_fraction: float = 0.2) -> DataSplits:
-    """Open ``spec``: a name in :data:`DATASETS`, a folder of images, or a ``.npz`` file.
+    """Open ``spec``: a name in :data:`DATASETS`, a folder of images (with ``.txt`` caption sidecars: image-text
+    pairs), a folder of ``.tar`` shards or one (:mod:`selfsup.data.shards`), a ``.npz`` file, or an image-text
+    manifest (``.csv``, ``.jsonl``, ``.parquet``; :mod:`selfsup.data.captions`).
 
     A registered name wins over a same-named folder in the working directory (write ``./digits`` for the
     folder). Labelled data without its own test split gets a stratified held-out test split of
     ``holdout_fraction`` drawn from ``seed`` (pre-training then uses only the rest); unlabeled data has
-    ``test=None``. See :mod:`selfsup.data.folder` and :mod:`selfsup.data.arrays` for the layouts.
+    ``test=None``, unless it is image-text pairs: then a random ``holdout_fraction`` of the pairs is the test
+    split (labels None), for image-text retrieval. See :mod:`selfsup.data.folder` and
+    :mod:`selfsup.data.arrays` for the layouts.
     """
     if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
         raise DataError(f"channels (data.channels) must be a positive integer, not {channels!r}")
@@ -44,12 +53,19 @@ def open_data(spec: str | os.PathLike, channels: int = 3, max_bad_fraction: floa
         return DATASETS.get(text)(channels=channels)
     path = Path(os.path.expanduser(text))
     if path.is_dir():
-        return open_folder(path, channels, max_bad_fraction, seed, holdout_fraction)
+        opener = open_shards if shard_paths(path) else open_folder  # .tar files in it: a folder of shards
+        return opener(path, channels, max_bad_fraction, seed, holdout_fraction)
     if path.is_file():
-        if path.suffix.lower() == ".npz":
+        suffix = path.suffix.lower()
+        if suffix == ".npz":
             return open_npz(path, channels, seed, holdout_fraction)
-        raise DataError(f"{path} is a file but not a .npz file; give a folder of images, a .npz file or one of "
-                        f"the registered datasets ({', '.join(sorted(DATASETS))})")
+        if suffix in MANIFEST_SUFFIXES:
+            return open_manifest(path, channels, max_bad_fraction, seed, holdout_fraction)
+        if suffix == SHARD_SUFFIX:
+            return open_shards(path, channels, max_bad_fraction, seed, holdout_fraction)
+        raise DataError(f"{path} is a file but not a .npz file, an image-text manifest "
+                        f"({', '.join(MANIFEST_SUFFIXES)}) or a {SHARD_SUFFIX} shard; give a folder of images, one "
+                        f"of those files or one of the registered datasets ({', '.join(sorted(DATASETS))})")
     if path.exists():
         raise DataError(f"{path} is neither a folder nor a regular file")
     if os.sep in text or "/" in text or path.suffix:  # meant as a path

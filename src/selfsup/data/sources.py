@@ -6,7 +6,11 @@ Two implementations:
   buffers, so that a million paths pickle into a DataLoader worker in milliseconds) and decodes on demand.
 - :class:`ArraySource`: a ``uint8`` array ``(N, C, H, W)`` in memory (``.npz`` files, the embedded sets).
 
-Both follow the :class:`ImageSource` protocol that views, engine and evaluation code rely on.
+Both follow the :class:`ImageSource` protocol that views, engine and evaluation code rely on. Given
+``captions`` (index-aligned, one or several per image), either is an image-text source: ``fields`` is
+:data:`selfsup.fields.IMAGE_TEXT_FIELDS` and ``get_text(index)`` returns the sample's captions
+(:func:`selfsup.data.text.has_text` tells). Other sources (tar shards, :mod:`selfsup.data.shards`) follow the
+same protocol and take their own subsets (``take``).
 """
 from __future__ import annotations
 
@@ -14,14 +18,14 @@ import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
 
 from selfsup.data.decode import DecodeError, decode_image
-from selfsup.fields import IMAGE_FIELDS
+from selfsup.data.text import CaptionTable, StringTable, has_text
+from selfsup.fields import IMAGE_FIELDS, IMAGE_TEXT_FIELDS
 from selfsup.registry import Registry
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -38,9 +42,10 @@ DATASETS: Registry[Callable[..., "DataSplits"]] = Registry("dataset", key="data.
 
 @runtime_checkable
 class ImageSource(Protocol):
-    """A source of the field kinds ``image`` and ``label`` (:mod:`selfsup.fields`); ``fields`` says so."""
+    """A source of the field kinds ``image`` and ``label`` (:mod:`selfsup.fields`), and ``text`` when it has
+    captions (then also ``get_text(index) -> list[str]``); ``fields`` says so."""
 
-    fields: dict[str, str]  # field name -> field kind, here selfsup.fields.IMAGE_FIELDS
+    fields: dict[str, str]  # field name -> field kind: selfsup.fields.IMAGE_FIELDS or IMAGE_TEXT_FIELDS
     name: str
     channels: int
     labels: np.ndarray | None  # int64 (N,), or None when unlabeled
@@ -57,7 +62,8 @@ class ImageSource(Protocol):
 @dataclass
 class DataSplits:
     """``train``: images for pre-training (when labelled, also the kNN memory bank / linear-probe train set).
-    ``test``: labelled held-out split for evaluation, or ``None`` when there are no labels."""
+    ``test``: labelled held-out split for evaluation; for unlabelled image-text data, held-out pairs (labels
+    None) for image-text retrieval; ``None`` when there is neither."""
 
     train: ImageSource
     test: ImageSource | None = None
@@ -101,34 +107,46 @@ def _check_labels(labels: np.ndarray | None, classes: Sequence[str] | None, n: i
     return labels, classes
 
 
-class _StringTable:
-    """An immutable list of strings stored as one UTF-8 buffer plus offsets (cheap to pickle and to share)."""
+class CaptionedSource:
+    """Base of the sources that may carry captions (the field kind ``text``): ``fields``, ``captions`` (a
+    :class:`CaptionTable` or None) and ``get_text`` follow them."""
 
-    def __init__(self, strings: Iterable[str]):
-        encoded = [s.encode("utf-8") for s in strings]
-        self._offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-        np.cumsum([len(b) for b in encoded], out=self._offsets[1:])
-        self._blob = np.frombuffer(b"".join(encoded), dtype=np.uint8).copy()
+    fields = IMAGE_FIELDS
+    captions: CaptionTable | None = None
+    name: str
 
-    def __len__(self) -> int:
-        return len(self._offsets) - 1
+    def _attach_captions(self, captions: Sequence[str | Sequence[str]] | CaptionTable | None, n: int,
+                         what: str) -> None:
+        if captions is None:
+            return
+        table = captions if isinstance(captions, CaptionTable) else CaptionTable(captions)
+        if len(table) != n:
+            raise DataError(f"{what}: {len(table)} caption entries for {n} images (one entry per image)")
+        if table.empty:
+            raise DataError(f"{what}: {len(table.empty)} image(s) without a non-empty caption (the first: index "
+                            f"{table.empty[0]}); every image of an image-text source needs one")
+        self.captions = table
+        self.fields = IMAGE_TEXT_FIELDS  # an instance attribute: the class's default stays IMAGE_FIELDS
 
-    def __getitem__(self, index: int) -> str:
-        return self._blob[self._offsets[index]:self._offsets[index + 1]].tobytes().decode("utf-8")
+    def get_text(self, index: int) -> list[str]:
+        """The captions of sample ``index`` (whitespace-normalised, each non-empty, at least one)."""
+        if self.captions is None:
+            raise DataError(f"{self.name}: this source has no captions (fields {self.fields}); give captions, a "
+                            "caption manifest, .txt sidecars or tar shards (has_text(source) tells)")
+        return self.captions[index]
 
-    def digest_parts(self) -> tuple[np.ndarray, np.ndarray]:
-        return self._blob, self._offsets
+    def _caption_digest(self) -> tuple:
+        """What the captions add to a fingerprint: nothing without them (old fingerprints stay valid)."""
+        return () if self.captions is None else (b"captions", *self.captions.digest_parts())
 
 
-class FolderSource:
+class FolderSource(CaptionedSource):
     """Image files under ``root`` (paths relative to it), decoded on demand by :func:`decode_image`.
 
     Built by :func:`selfsup.data.open_data` after a scan that decoded every file once; ``sizes`` and
     ``mtimes_ns`` are the files' ``stat`` at scan time and enter :meth:`fingerprint`. ``ignored_files`` counts
     the files under the split that were skipped because of their extension.
     """
-
-    fields = IMAGE_FIELDS
 
     def __init__(
         self,
@@ -143,9 +161,10 @@ class FolderSource:
         bad_files: list[tuple[str, str]] | None = None,
         ignored_files: int = 0,
         name: str | None = None,
+        captions: Sequence[str | Sequence[str]] | CaptionTable | None = None,
     ):
         self.root = str(root)
-        self._paths = _StringTable(paths)
+        self._paths = StringTable(paths)
         n = len(self._paths)
         self.channels = int(channels)
         self.labels, self.classes = _check_labels(labels, classes, n, f"folder {self.root}")
@@ -157,6 +176,7 @@ class FolderSource:
         self.bad_files = list(bad_files or [])
         self.ignored_files = int(ignored_files)
         self.name = name or os.path.basename(os.path.normpath(self.root))
+        self._attach_captions(captions, n, f"folder {self.root}")
         self._fingerprint: str | None = None
 
     def __len__(self) -> int:
@@ -180,13 +200,13 @@ class FolderSource:
             raise
 
     def fingerprint(self) -> str:
-        """Hash of the relative paths, sizes and mtimes seen at scan time, labels and channels."""
+        """Hash of the relative paths, sizes and mtimes seen at scan time, labels, channels and captions."""
         if self._fingerprint is None:
             blob, offsets = self._paths.digest_parts()
             labels = self.labels if self.labels is not None else np.zeros(0, np.int64)
             self._fingerprint = _hash(
                 b"folder", str(self.channels), blob, offsets, self._sizes, self._mtimes, labels,
-                "\n".join(self.classes or []),
+                "\n".join(self.classes or []), *self._caption_digest(),
             )
         return self._fingerprint
 
@@ -195,15 +215,13 @@ class FolderSource:
         return f"FolderSource({self.root!r}, {len(self)} images, channels={self.channels}{labelled})"
 
 
-class ArraySource:
+class ArraySource(CaptionedSource):
     """Images in a ``uint8`` array ``(N, C, H, W)``; ``get_image`` converts C=3 -> 1 (luminance) or 1 -> 3.
 
     ``mean``/``std``: optional per-channel statistics in [0, 1] units (of the *train* split) for
     normalization. The attributes exist only when given (code tests ``hasattr(source, "mean")``);
     :func:`channel_stats` returns them when present.
     """
-
-    fields = IMAGE_FIELDS
 
     def __init__(
         self,
@@ -215,6 +233,7 @@ class ArraySource:
         name: str = "arrays",
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        captions: Sequence[str | Sequence[str]] | CaptionTable | None = None,
     ):
         images = np.asarray(images)
         if images.ndim != 4 or images.dtype != np.uint8:
@@ -234,6 +253,7 @@ class ArraySource:
         if mean is not None and std is not None:  # only when known: callers test hasattr(source, "mean")
             self.mean = [float(m) for m in mean]
             self.std = [float(s) for s in std]
+        self._attach_captions(captions, len(images), name)
         self._fingerprint: str | None = None
 
     def __len__(self) -> int:
@@ -250,11 +270,12 @@ class ArraySource:
         return torch.from_numpy(np.array(image, copy=True))
 
     def fingerprint(self) -> str:
-        """Hash of the array bytes, labels and channels."""
+        """Hash of the array bytes, labels, channels and captions."""
         if self._fingerprint is None:
             labels = self.labels if self.labels is not None else np.zeros(0, np.int64)
             self._fingerprint = _hash(
-                b"array", str(self.channels), self.images, labels, "\n".join(self.classes or [])
+                b"array", str(self.channels), self.images, labels, "\n".join(self.classes or []),
+                *self._caption_digest(),
             )
         return self._fingerprint
 
@@ -264,19 +285,23 @@ class ArraySource:
 
 
 def subset(source: ImageSource, indices: np.ndarray, name: str) -> ImageSource:
-    """A new source of the same kind holding ``indices`` of ``source`` (used for held-out splits)."""
+    """A new source of the same kind holding ``indices`` of ``source`` (used for held-out splits), with their
+    captions when it has them."""
     indices = np.asarray(indices, dtype=np.int64)
+    if hasattr(source, "take"):  # a source defined in a module above this one (tar shards) takes its own
+        return source.take(indices, name)
     labels = None if source.labels is None else source.labels[indices]
+    captions = None if getattr(source, "captions", None) is None else source.captions.take(indices)
     if isinstance(source, FolderSource):
         return FolderSource(
             source.root, [source.relpath(int(i)) for i in indices], channels=source.channels, labels=labels,
             classes=source.classes, sizes=source._sizes[indices], mtimes_ns=source._mtimes[indices],
-            ignored_files=0, name=name,
+            ignored_files=0, name=name, captions=captions,
         )
     if isinstance(source, ArraySource):
         return ArraySource(
             source.images[indices], channels=source.channels, labels=labels, classes=source.classes, name=name,
-            mean=getattr(source, "mean", None), std=getattr(source, "std", None),
+            mean=getattr(source, "mean", None), std=getattr(source, "std", None), captions=captions,
         )
     raise TypeError(f"cannot take a subset of {type(source).__name__}")
 
@@ -299,12 +324,25 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
 
 
+def random_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted ``(keep, held_out)`` indices of ``n`` samples: ``fraction`` of them (at least one, never all when
+    ``n >= 2``) held out at random, deterministic given ``seed``. For unlabelled image-text pairs."""
+    n_held = min(n - 1, max(1, int(round(n * fraction)))) if n >= 2 and fraction > 0 else 0
+    order = np.random.default_rng([seed, n]).permutation(n)
+    return np.sort(order[n_held:]), np.sort(order[:n_held])
+
+
 def holdout_split(source: ImageSource, fraction: float, seed: int) -> DataSplits:
-    """Labelled source without its own test split -> train on ``1 - fraction``, test on a stratified
-    ``fraction`` (see :func:`stratified_holdout`). Unlabeled sources (or ``fraction == 0``) -> test is None."""
-    if source.labels is None or fraction <= 0 or len(source) < 2:
+    """Source without its own test split -> train on ``1 - fraction``, test on ``fraction``: stratified when
+    labelled (:func:`stratified_holdout`), at random for unlabelled image-text pairs (:func:`random_holdout`; a
+    test split with labels None, for image-text retrieval). Other unlabelled sources (or ``fraction == 0``) ->
+    test is None."""
+    if (source.labels is None and not has_text(source)) or fraction <= 0 or len(source) < 2:
         return DataSplits(train=source, test=None)
-    keep, held = stratified_holdout(source.labels, fraction, seed)
+    if source.labels is None:
+        keep, held = random_holdout(len(source), fraction, seed)
+    else:
+        keep, held = stratified_holdout(source.labels, fraction, seed)
     if len(held) == 0:
         return DataSplits(train=source, test=None)
     train = subset(source, keep, f"{source.name}/train")
@@ -356,15 +394,3 @@ def channel_stats(source: ImageSource, max_images: int = 2000, seed: int = 0) ->
     m = total / count
     var = np.maximum(total_sq / count - m * m, 0.0)
     return (m / 255.0).tolist(), (np.sqrt(var) / 255.0).tolist()
-
-
-def write_bad_files(bad_files: Iterable[tuple[str, str]], path: str | os.PathLike) -> None:
-    """Write one ``path<TAB>reason`` line per bad file (tabs/newlines inside a field become spaces)."""
-
-    def clean(text: str) -> str:
-        return " ".join(str(text).replace("\t", " ").splitlines())
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"{clean(p)}\t{clean(reason)}\n" for p, reason in bad_files]
-    path.write_text("".join(lines), encoding="utf-8")
