@@ -23,10 +23,10 @@ from selfsup.data.sources import (
     DataSplits,
     FolderSource,
     ImageSource,
-    channel_stats,
     holdout_split,
     stratified_holdout,
 )
+from selfsup.data.stats import channel_stats
 from selfsup.data.text import has_text
 from selfsup.registry import import_submodules
 
