@@ -2,8 +2,10 @@
 
 Sections: the run at a glance; loss and learning-rate curves; collapse-monitor, probe and method metric
 curves; the final metrics with baselines; a 2-D map of test features coloured by label (PCA; t-SNE on request;
-UMAP when installed); a nearest-neighbour retrieval grid; the augmented views as the method saw them; images
-the run saved (MAE reconstructions); and ViT class-token attention maps. A section whose inputs are missing
+UMAP when installed); a nearest-neighbour retrieval grid; for an image-text run (its two towers saved), zero-shot
+classification (prompts, top-1, confusion matrix, misclassified images) and image-text retrieval (images and
+the captions they retrieve, captions and the images they retrieve); the augmented views as the method saw them;
+images the run saved (MAE reconstructions); and ViT class-token attention maps. A section whose inputs are missing
 shows "not available: <reason>".
 
 Written at the end of every run (``eval.report``) and by ``selfsup report RUN_DIR``.

@@ -1,22 +1,25 @@
 """What the report reads from a run directory, loaded lazily and at most once.
 
-Every piece (config, metrics log, results, backbone, data, features) is loaded on first use by the section
-that needs it. A piece that cannot be had raises :class:`NotAvailable` with the reason, and keeps raising the
-same reason for every later section, so one missing file costs the sections that need it and nothing else.
+Every piece (config, metrics log, results, backbone, data, features; an image-text run's two towers and its
+held-out image embeddings) is loaded on first use by the section that needs it. A piece that cannot be had
+raises :class:`NotAvailable` with the reason, and keeps raising the same reason for every later section, so
+one missing file costs the sections that need it and nothing else.
 """
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
 
 from selfsup.data.sources import subset
 from selfsup.eval.features import extract_features, feature_cache_key
+from selfsup.eval.image_text import encode_images
 from selfsup.export import load_backbone
+from selfsup.export.towers_io import has_towers, load_towers
 from selfsup.runs import CONFIG_FILE, RESULTS_FILE, load_run_config, open_run_data
 from selfsup.views.preprocess import Preprocess
 
@@ -24,10 +27,31 @@ from selfsup.views.preprocess import Preprocess
 # large enough to show structure, small enough to add seconds, not minutes, to the end of a run.
 MAX_MAP_POINTS = 1000
 MAX_EXTRACTED_IMAGES = 5000
+# Held-out images the image-text sections embed (zero-shot, image-text retrieval): with their captions, a few
+# seconds on a CPU for a small model; enough for a readable confusion matrix.
+MAX_IMAGE_TEXT_IMAGES = 1000
 
 
 class NotAvailable(Exception):
     """A report section (or a piece it needs) cannot be shown; the message says why."""
+
+
+class HeldOutPairs(NamedTuple):
+    """The held-out images the image-text sections use, embedded once by the run's image tower."""
+
+    source: Any  # the test split, or an evenly spaced subset of it (labels and captions kept)
+    indices: np.ndarray  # each image's index in the test split
+    image_embeddings: torch.Tensor  # (N, D) L2-normalised
+
+
+def query_positions(labels: np.ndarray | None, count: int, total: int) -> list[int]:
+    """One query per class (the first of each) up to ``count``; without labels, evenly spaced ones."""
+    if labels is None:
+        return np.linspace(0, total - 1, min(count, total)).round().astype(int).tolist()
+    first = {}
+    for position, label in enumerate(labels.tolist()):
+        first.setdefault(label, position)
+    return [first[label] for label in sorted(first)][:count]
 
 
 class RunContext:
@@ -164,6 +188,41 @@ class RunContext:
     def preprocess(self) -> Preprocess:
         """How the run's backbone sees pixels: its image size and normalisation."""
         return Preprocess(self.image_size, *self.normalization)
+
+    @property
+    def towers(self):
+        """An image-text run's two towers (eval mode, CPU), with ``.meta`` (image size, normalisation)."""
+        def load():
+            if not has_towers(self.run_dir):
+                raise NotAvailable("no text tower: not an image-text run")
+            return load_towers(self.run_dir)
+        return self._once("towers", load)
+
+    @property
+    def towers_preprocess(self) -> Preprocess:
+        """How the image tower sees pixels, as towers.json records it (its size and normalisation)."""
+        meta = self.towers.meta
+        norm = meta["normalization"]
+        return Preprocess(int(meta["image_size"]), list(norm["mean"]), list(norm["std"]))
+
+    @property
+    def held_out_pairs(self) -> HeldOutPairs:
+        """The test split's images (at most :data:`MAX_IMAGE_TEXT_IMAGES`, evenly spaced so every class keeps
+        its share) and their image-tower embeddings."""
+        def load():
+            towers = self.towers  # first, so that an image-only run is told why, whatever its data
+            test = self.splits.test
+            if test is None or len(test) == 0:
+                raise NotAvailable("the data has no held-out (test) split")
+            indices = np.arange(len(test))
+            source = test
+            if len(test) > MAX_IMAGE_TEXT_IMAGES:
+                indices = np.linspace(0, len(test) - 1, MAX_IMAGE_TEXT_IMAGES).round().astype(np.int64)
+                source = subset(test, indices, "test-report-image-text")
+            embeddings = encode_images(towers, source, self.towers_preprocess, batch_size=self.config.eval.batch_size,
+                                       device=self.device)
+            return HeldOutPairs(source, indices, embeddings)
+        return self._once("held_out_pairs", load)
 
     @property
     def splits(self):

@@ -10,8 +10,9 @@ import torch
 
 from selfsup.backbones.vit import ViTBackbone
 from selfsup.report.attention import class_token_attention
-from selfsup.report.context import MAX_MAP_POINTS, NotAvailable, RunContext, finite
+from selfsup.report.context import MAX_MAP_POINTS, NotAvailable, RunContext, finite, query_positions
 from selfsup.report.html import table
+from selfsup.report.image_text import image_text_retrieval, zero_shot_classification
 from selfsup.report.images import center_square, file_data_uri, heatmap_overlay, img_tag
 from selfsup.report.projection import project_2d
 from selfsup.report.results import results_table
@@ -135,17 +136,6 @@ def embedding_map(ctx: RunContext, projections: tuple[str, ...] = ("pca",)) -> s
 
 
 # --------------------------------------------------------------------------------------------- retrieval
-def _query_indices(labels: np.ndarray | None, count: int, total: int) -> list[int]:
-    """One query per class (the first of each) up to ``count``; without labels, evenly spaced ones."""
-    if labels is None:
-        return np.linspace(0, total - 1, min(count, total)).round().astype(int).tolist()
-    first = {}
-    for position, label in enumerate(labels.tolist()):
-        first.setdefault(label, position)
-    chosen = [first[label] for label in sorted(first)][:count]
-    return chosen
-
-
 def _label_name(ctx: RunContext, label) -> str:
     names = ctx.class_names
     return names[int(label)] if names and 0 <= int(label) < len(names) else str(label)
@@ -156,7 +146,7 @@ def retrieval_grid(ctx: RunContext, queries: int = 6, top: int = 5) -> str:
     split, query_source = ctx.query_split()
     q_features, q_labels, q_indices = ctx.features(split)
     db_features, db_labels, db_indices = ctx.features("train")
-    chosen = _query_indices(q_labels, queries, len(q_features))
+    chosen = query_positions(q_labels, queries, len(q_features))
     q = torch.nn.functional.normalize(q_features[chosen].float(), dim=1)
     db = torch.nn.functional.normalize(db_features.float(), dim=1)
     similarity = q @ db.T
@@ -283,7 +273,7 @@ def vit_attention(ctx: RunContext, count: int = 6) -> str:
         raise NotAvailable(f"the backbone ({backbone.spec.get('name', type(backbone).__name__)}) is not a ViT")
     split, source = ctx.query_split()
     labels = getattr(source, "labels", None)
-    chosen = _query_indices(None if labels is None else np.asarray(labels), count, len(source))
+    chosen = query_positions(None if labels is None else np.asarray(labels), count, len(source))
     preprocess = ctx.preprocess
     size = preprocess.image_size
     raw = [source.get_image(i) for i in chosen]
@@ -314,6 +304,8 @@ SECTIONS: list[tuple[str, str, SectionBuilder]] = [
     ("results", "Final metrics and baselines", results_table),
     ("embedding-map", "Embedding map", embedding_map),
     ("retrieval", "Nearest-neighbour retrieval", retrieval_grid),
+    ("zero-shot", "Zero-shot classification", zero_shot_classification),
+    ("image-text-retrieval", "Image-text retrieval", image_text_retrieval),
     ("views", "Augmented views as the method saw them", augmented_views),
     ("reconstructions", "MAE reconstructions and images saved by the run", run_images),
     ("attention", "ViT attention maps", vit_attention),
