@@ -21,6 +21,11 @@ def build_tiny_method(name: str, size: int = SIZE):
     return build_method(name, backbone, METHODS[name].test_options)
 
 
+def captions_for(n: int) -> list[list[str]]:
+    """Two distinct captions per image, for the image-text methods (the others never read them)."""
+    return [[f"picture number {i} of class {i % 4}", f"image {i}"] for i in range(n)]
+
+
 def view_batch(method, source, batch: int, epoch: int = 0, size: int = SIZE) -> dict:
     """The first ``batch`` samples of ``source`` as ``method``'s views, collated as the loader does."""
     dataset = ViewDataset(source, method.views, size, seed=0)

@@ -207,6 +207,8 @@ def test_eval_config_keys():
     assert settings.protocols == ("knn", "fewshot", "retrieval") and settings.of("knn").k[-1] == 200
     assert build_config("demo").eval.protocols == ["knn", "linear"]  # the protocols registered as default
     with pytest.raises(ConfigError, match="eval.protocols.*Did you mean 'fewshot'"):
+        build_config("demo", ["eval.protocols=[knn,fewshots]"])
+    with pytest.raises(ConfigError, match="Did you mean 'zero_shot'"):
         build_config("demo", ["eval.protocols=[knn,zeroshot]"])
     with pytest.raises(ConfigError, match="eval.lowlabel.fractions"):
         build_config("demo", ["eval.lowlabel.fractions=[0]"])

@@ -22,7 +22,7 @@ import torch
 
 from selfsup.data.sources import ArraySource
 from selfsup.engine.monitor import CollapseMonitor
-from method_utils import SIZE, build_tiny_method, view_batch
+from method_utils import SIZE, build_tiny_method, captions_for, view_batch
 from selfsup.methods import METHODS
 
 BATCH, STEPS, LR = 16, 30, 3e-3
@@ -62,7 +62,7 @@ FROM_PEAK = {"moco_v2": 5}
 
 @pytest.fixture(scope="module")
 def source():
-    return ArraySource(structured_images(), labels=np.arange(BATCH) % 4)
+    return ArraySource(structured_images(), labels=np.arange(BATCH) % 4, captions=captions_for(BATCH))
 
 
 def structured_images(n=BATCH):

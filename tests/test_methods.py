@@ -10,7 +10,7 @@ from selfsup.config import build_config, load_recipe, recipe_names
 from selfsup.data.sources import ArraySource
 from selfsup.methods.parts.ema import ema_update, frozen_copy
 from selfsup.schedules import cosine_momentum
-from method_utils import SIZE, build_tiny_method, view_batch
+from method_utils import SIZE, build_tiny_method, captions_for, view_batch
 from selfsup.methods import METHODS, validate_method_options
 from selfsup.methods.common import encode_by_resolution
 
@@ -28,7 +28,8 @@ def test_every_method_declares_valid_tiny_test_options():
 def source():
     rng = np.random.default_rng(0)
     images = (rng.random((32, 3, SIZE, SIZE)) * 255).astype(np.uint8)
-    return ArraySource(images, labels=np.arange(32) % 4)
+    # captions for the image-text methods (unused by the others): one distinct caption per image
+    return ArraySource(images, labels=np.arange(32) % 4, captions=captions_for(32))
 
 
 def make_batch(method, source, epoch=0):
@@ -66,7 +67,7 @@ def test_training_step(name, source):
     after = method.state_dict()
     assert after.keys() == before.keys()
     changed = [k for k in after if after[k].dtype.is_floating_point and not torch.equal(after[k], before[k])]
-    assert any(k.startswith("backbone.") for k in changed)
+    assert any(k.startswith(("backbone.", "towers.image.")) for k in changed)
     # Teachers, queues and centres live in the state dict (so checkpoints hold them) and move with training.
     for prefix in ("key_backbone.", "target_backbone.", "teacher_backbone.", "queue.", "support_set.", "center"):
         keys = [k for k in after if k.startswith(prefix)]
@@ -83,7 +84,8 @@ def test_every_method_has_a_recipe_that_validates(name):
     for recipe in recipes:
         cfg = build_config(recipe)
         validate_method_options(cfg.method, cfg.method_options)
-        assert cfg.data.source == "digits"  # trains on the embedded data without edits
+        # trains on the embedded data without edits (image-text methods: the captioned digits)
+        assert cfg.data.source in ("digits", "digits-captions")
 
 
 def test_unknown_method_option_names_the_key():

@@ -16,12 +16,16 @@ from selfsup.eval.compare import compare_runs
 from selfsup.eval.evaluate import evaluate_any_backbone, evaluate_run
 from selfsup.eval.protocols import all_protocols
 from selfsup.export import EXPORT_FORMATS, export_backbone
+from selfsup.export.open_clip import export_open_clip
+from selfsup.export.towers_io import load_towers
 from selfsup.report import write_report
 from selfsup.runs import is_run_dir, load_run_config
 from selfsup.throughput import summary_table
 
 # What `selfsup list` adds after a registry's names: the forms a value may take besides a registered name.
-OTHER_FORMS = {"backbone": "timm:<any timm model name>", "dataset": "<image folder>, <file.npz>"}
+OPEN_CLIP_FORMAT = "open_clip"
+OTHER_FORMS = {"backbone": "timm:<any timm model name>, open_clip:<any open_clip architecture>",
+               "dataset": "<image folder>, <file.npz>, <pairs.csv|.jsonl|.parquet>, <folder of .tar shards>"}
 
 
 def _train(args) -> int:
@@ -91,6 +95,12 @@ def _report(args) -> int:
 
 
 def _export(args) -> int:
+    if args.format == OPEN_CLIP_FORMAT:  # both towers of an image-text run, in open_clip's own layout
+        run = Path(args.run)
+        path = export_open_clip(load_towers(run if run.is_dir() else run.parent),
+                                Path(args.out) if args.out else (run if run.is_dir() else run.parent) / "open_clip")
+        print(path)
+        return 0
     path = export_backbone(args.run, args.format, Path(args.out) if args.out else None)
     print(path)
     return 0
@@ -151,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", nargs="?", help="run directory (or give --backbone)")
     p.add_argument("overrides", nargs="*", help="key=value, e.g. eval.protocols=[knn,fewshot] seed=1")
     p.add_argument("--data", help="dataset name, image folder or .npz (default: the run's data)")
-    p.add_argument("--backbone", help="registered name, timm:<model>, or a saved backbone (run dir / .safetensors)")
+    p.add_argument("--backbone", help="registered name, timm:<model>, open_clip:<architecture> (both towers: "
+                   "zero-shot too), or a saved backbone (run dir / .safetensors)")
     p.add_argument("--weights", help="state dict (.safetensors, .pt) for --backbone NAME; default: random init")
     p.add_argument("--protocols", help="comma-separated evaluation protocols (selfsup list), or all: every one that "
                    "does not train on the images (default: eval.protocols)")
@@ -173,10 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output file (default RUN_DIR/report.html)")
     p.set_defaults(func=_report)
 
-    p = sub.add_parser("export", help="export a run's backbone for timm / torchvision")
+    p = sub.add_parser("export", help="export a run's backbone for timm / torchvision, or an image-text run's two "
+                       "towers for open_clip")
     p.add_argument("run", help="run directory or backbone.safetensors")
-    p.add_argument("--format", default="safetensors", choices=EXPORT_FORMATS.names())
-    p.add_argument("--out", help="output file")
+    p.add_argument("--format", default="safetensors", choices=[*EXPORT_FORMATS.names(), OPEN_CLIP_FORMAT],
+                   help=f"{OPEN_CLIP_FORMAT}: both towers of a run whose towers are open_clip architectures, as "
+                   "open_clip_model.safetensors + open_clip_config.json (open_clip.create_model('local-dir:OUT'))")
+    p.add_argument("--out", help="output file (a folder for open_clip)")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("bench", help="measure a recipe's training throughput, step-time split, memory and MFU",

@@ -19,6 +19,7 @@ from selfsup.dist import DistInfo, barrier, setup_distributed
 from selfsup.engine.trainer import build_trainer
 from selfsup.eval.evaluate import evaluate_run
 from selfsup.export import save_backbone
+from selfsup.export.towers_io import save_towers
 from selfsup.methods import validate_method_options
 from selfsup.report import write_report
 from selfsup.runs import log
@@ -104,6 +105,10 @@ def _finish(cfg: Config, run_dir: Path, trainer, method, splits: DataSplits, pre
     (run_dir / runs.SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     save_backbone(method.backbone, run_dir, image_size=preprocess.image_size, mean=list(preprocess.mean),
                   std=list(preprocess.std), extra={"method": cfg.method, "run": str(run_dir)})
+    towers = method.image_text_towers()
+    if towers is not None:  # zero-shot evaluation and image-text retrieval read both towers
+        save_towers(towers, run_dir, image_size=preprocess.image_size, mean=list(preprocess.mean),
+                    std=list(preprocess.std), extra={"method": cfg.method, "run": str(run_dir)})
     log(f"trained {summary['steps']} steps ({summary['epochs']:.2f} epochs) in {summary['wall_time_s']:.0f} s, "
         f"{summary['images_per_s']:.0f} images/s; backbone saved to {run_dir / 'backbone.safetensors'}")
     save_method_pictures(method, splits.test or splits.train, run_dir, preprocess, log)

@@ -17,4 +17,4 @@ from selfsup.config import ConfigError
 from selfsup.registry import Registry
 
 BACKBONES: Registry[Callable[..., nn.Module]] = Registry(
-    "backbone", key="backbone.name", error=ConfigError, also="or use 'timm:<model name>' for any timm model")
+    "backbone", key="backbone.name", error=ConfigError, also="or use 'timm:<model name>' for any timm model, 'open_clip:<architecture>' for an open_clip image tower")

@@ -21,9 +21,13 @@ from selfsup.backbones import backbone_from_spec
 from selfsup.backbones.text import text_encoder_from_spec
 
 
-def _projection(tower: nn.Module, embed_dim: int) -> nn.Module:
+def _projection(tower: nn.Module, embed_dim: int, hidden_dim: int | None) -> nn.Module:
+    """Linear (CLIP), or with ``hidden_dim`` a two-layer MLP (ConVIRT's non-linear projections g_v, g_u)."""
     if getattr(tower, "projected", False) and tower.num_features == embed_dim:
         return nn.Identity()
+    if hidden_dim:
+        return nn.Sequential(nn.Linear(tower.num_features, hidden_dim), nn.ReLU(inplace=True),
+                             nn.Linear(hidden_dim, embed_dim))
     return nn.Linear(tower.num_features, embed_dim, bias=False)
 
 
@@ -33,11 +37,13 @@ class ImageTextTowers(nn.Module):
     its exponential at 100."""
 
     def __init__(self, image: nn.Module, text: nn.Module, embed_dim: int, *,
-                 init_logit_scale: float = math.log(1 / 0.07), init_logit_bias: float | None = None):
+                 init_logit_scale: float = math.log(1 / 0.07), init_logit_bias: float | None = None,
+                 projection_hidden_dim: int | None = None):
         super().__init__()
         self.image, self.text, self.embed_dim = image, text, int(embed_dim)
-        self.image_projection = _projection(image, self.embed_dim)
-        self.text_projection = _projection(text, self.embed_dim)
+        self.projection_hidden_dim = projection_hidden_dim
+        self.image_projection = _projection(image, self.embed_dim, projection_hidden_dim)
+        self.text_projection = _projection(text, self.embed_dim, projection_hidden_dim)
         self.logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
         self.logit_bias = None if init_logit_bias is None else nn.Parameter(torch.tensor(float(init_logit_bias)))
 
@@ -59,10 +65,11 @@ class ImageTextTowers(nn.Module):
     @property
     def spec(self) -> dict[str, Any]:
         return {"image": dict(self.image.spec), "text": dict(self.text.spec), "embed_dim": self.embed_dim,
-                "logit_bias": self.logit_bias is not None}
+                "logit_bias": self.logit_bias is not None, "projection_hidden_dim": self.projection_hidden_dim}
 
 
 def towers_from_spec(spec: dict[str, Any]) -> ImageTextTowers:
     """The architecture ``spec`` describes, freshly initialised (load a state dict into it)."""
     return ImageTextTowers(backbone_from_spec(spec["image"]), text_encoder_from_spec(spec["text"]),
-                           spec["embed_dim"], init_logit_bias=0.0 if spec.get("logit_bias") else None)
+                           spec["embed_dim"], init_logit_bias=0.0 if spec.get("logit_bias") else None,
+                           projection_hidden_dim=spec.get("projection_hidden_dim"))

@@ -33,20 +33,35 @@ from selfsup.config import Config
 from selfsup.eval.display import format_table
 from selfsup.eval.protocol import ProtocolSettings, evaluate_backbone
 from selfsup.export import load_backbone
+from selfsup.backbones.open_clip_towers import OPEN_CLIP_PREFIX
+from selfsup.export.open_clip import load_open_clip_towers
+from selfsup.export.towers_io import has_towers, load_towers
 from selfsup.runs import RESULTS_FILE, SUMMARY_FILE, load_run_config, log, open_run_data, run_preprocess
 from selfsup.views.preprocess import Preprocess
 
 
 def evaluate_and_record(backbone, splits, out_dir, *, settings: ProtocolSettings, preprocess: Preprocess,
                         data_name: str, run_info: dict, baselines: bool = True, batch_size: int = 256,
-                        row: str = "pretrained", log: Callable[[str], None] = log) -> dict:
-    """Run the protocol on ``backbone`` (features cached in ``out_dir/features``), write and print the results."""
+                        row: str = "pretrained", log: Callable[[str], None] = log, towers=None) -> dict:
+    """Run the protocol on ``backbone`` (features cached in ``out_dir/features``), write and print the results.
+
+    ``towers``: the image-text model around ``backbone`` (zero-shot, image-text retrieval); without it those
+    protocols are dropped from what runs and from the record."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if towers is None:
+        skipped = [p.name for p in settings.selected("image_text")]
+        if skipped:
+            log(f"no text tower here: skipping {', '.join(skipped)} (they evaluate image-text models)")
+        settings = settings.without("image_text")
+    elif not settings.selected("image_text"):  # what an image-text model is judged by, unless already asked for
+        settings = settings.with_image_text()
+        log(f"an image-text model: evaluating {', '.join(p.name for p in settings.selected('image_text'))} too")
     results = evaluate_backbone(backbone, splits, preprocess=preprocess, settings=settings, baselines=baselines,
-                                batch_size=batch_size, device=device, cache_dir=out_dir / "features", log=log, row=row)
+                                batch_size=batch_size, device=device, cache_dir=out_dir / "features", log=log, row=row,
+                                towers=towers)
     payload = {
         "protocol": {**settings.record(), "image_size": preprocess.image_size},
         "data": {"source": str(data_name), "train_images": len(splits.train), "test_images": len(splits.test),
@@ -71,6 +86,7 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, splits=None, cfg:
     run_dir = Path(run_dir)
     cfg = cfg or load_run_config(run_dir)
     backbone = load_backbone(run_dir)
+    towers = load_towers(run_dir) if has_towers(run_dir) else None
     meta = backbone.meta
     if splits is None:
         splits = open_run_data(cfg, data, channels=meta["spec"]["in_channels"])
@@ -81,7 +97,7 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, splits=None, cfg:
     return evaluate_and_record(
         backbone, splits, run_dir, settings=ProtocolSettings.from_eval_config(cfg.eval, cfg.seed),
         preprocess=preprocess, data_name=data or cfg.data.source, run_info=run_info, baselines=cfg.eval.baselines,
-        batch_size=cfg.eval.batch_size)
+        batch_size=cfg.eval.batch_size, towers=towers)
 
 
 # ------------------------------------------------------------------------------------------- any backbone
@@ -141,7 +157,8 @@ def load_any_backbone(backbone: str, weights: str | Path | None = None, channels
             raise ValueError(f"--weights is for a backbone given by name; {backbone} already holds its weights")
         model = load_backbone(path)
         return model, dict(model.meta), True
-    if not backbone.startswith("timm:") and (path.suffix in (".safetensors", ".json") or "/" in backbone):
+    if not backbone.startswith(("timm:", OPEN_CLIP_PREFIX)) and (path.suffix in (".safetensors", ".json")
+                                                                 or "/" in backbone):
         raise FileNotFoundError(f"backbone {backbone} not found: give an existing run directory / backbone file, "
                                 "a registered backbone name (selfsup list) or timm:<model name>")
     with torch.random.fork_rng():
@@ -150,13 +167,30 @@ def load_any_backbone(backbone: str, weights: str | Path | None = None, channels
     if weights is not None:
         load_weights_into(model, weights, log)
     model.eval()
+    return model, named_backbone_meta(model, channels), weights is not None
+
+
+def named_backbone_meta(model: torch.nn.Module, channels: int) -> dict:
+    """The spec and, where the architecture brings them (timm's pretrained config, an open_clip tower's
+    preprocess config in the same place), its input size and normalisation."""
     meta = {"spec": model.spec}
     cfg = getattr(getattr(model, "model", None), "pretrained_cfg", None) or {}
-    if cfg.get("input_size"):  # timm: the model's own input size and normalisation
+    if cfg.get("input_size"):
         meta["image_size"] = int(cfg["input_size"][-1])
         if len(cfg.get("mean", ())) == channels:
             meta["normalization"] = {"mean": list(cfg["mean"]), "std": list(cfg["std"])}
-    return model, meta, weights is not None
+    return meta
+
+
+def load_any_towers(backbone: str, weights=None, channels: int = 3, seed: int = 0, log=log):
+    """``(towers or None, image tower, meta, trained)``: both towers for ``open_clip:<arch>`` (zero-shot and
+    image-text retrieval then run too), else :func:`load_any_backbone`'s backbone and no towers."""
+    if not backbone.startswith(OPEN_CLIP_PREFIX):
+        return (None, *load_any_backbone(backbone, weights, channels, seed, log))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        towers = load_open_clip_towers(backbone[len(OPEN_CLIP_PREFIX):], weights)
+    return towers, towers.image, named_backbone_meta(towers.image, channels), weights is not None
 
 
 def evaluate_any_backbone(backbone: str, data: str, *, weights=None, out_dir=None, cfg=None, image_size=None,
@@ -167,7 +201,7 @@ def evaluate_any_backbone(backbone: str, data: str, *, weights=None, out_dir=Non
     set, ``data.mean`` / ``data.std``. Results go to ``out_dir`` (default ``<runs_dir>/eval-<name>-<time>``).
     """
     cfg = cfg or Config()
-    model, meta, trained = load_any_backbone(backbone, weights, cfg.data.channels, cfg.seed, log)
+    towers, model, meta, trained = load_any_towers(backbone, weights, cfg.data.channels, cfg.seed, log)
     channels = int(meta["spec"].get("in_channels", cfg.data.channels))
     splits = open_run_data(cfg, data, channels=channels)
     size = int(image_size or meta.get("image_size") or cfg.data.image_size)
@@ -185,5 +219,5 @@ def evaluate_any_backbone(backbone: str, data: str, *, weights=None, out_dir=Non
     log(f"evaluating {name} ({'trained weights' if trained else 'random init'}) on {data} at {size}x{size}, "
         f"protocols {', '.join(settings.protocols)}; results in {out_dir}")
     return evaluate_and_record(model, splits, out_dir, settings=settings, preprocess=preprocess, data_name=data,
-                               run_info=run_info, baselines=cfg.eval.baselines, batch_size=cfg.eval.batch_size, row="pretrained" if trained else "random_init",
-                               log=log)
+                               run_info=run_info, baselines=cfg.eval.baselines, batch_size=cfg.eval.batch_size,
+                               row="pretrained" if trained else "random_init", log=log, towers=towers)

@@ -23,10 +23,13 @@ import torch
 from selfsup.backbones import backbone_from_spec
 from selfsup.eval.display import ROWS
 from selfsup.eval.features import extract_features, raw_pixel_features
-from selfsup.eval.protocols import PROTOCOLS, FeatureSplits, ImageTask, Protocol, Settings, default_protocols
+from selfsup.backbones.towers import towers_from_spec
+from selfsup.eval.protocols import (PROTOCOLS, FeatureSplits, ImageTask, ImageTextTask, Protocol, Settings,
+                                    default_protocols)
 from selfsup.views.preprocess import Preprocess
 
-__all__ = ["ProtocolSettings", "score_features", "score_images", "evaluate_backbone", "random_init_like"]
+__all__ = ["ProtocolSettings", "score_features", "score_images", "score_image_text", "evaluate_backbone",
+           "random_init_like"]
 
 Log = Callable[[str], None]
 
@@ -62,8 +65,21 @@ class ProtocolSettings:
         return self.options[name]
 
     def selected(self, inputs: str) -> list[Protocol]:
-        """The selected protocols that take ``inputs`` ("features" or "images"), in the order asked for."""
+        """The selected protocols that take ``inputs`` ("features", "images" or "image_text"), in the order
+        asked for."""
         return [PROTOCOLS[name] for name in self.protocols if PROTOCOLS[name].inputs == inputs]
+
+    def without(self, inputs: str) -> "ProtocolSettings":
+        """The same settings without the protocols that take ``inputs`` (e.g. the image-text protocols when the
+        model has no text tower, so that the record says only what ran)."""
+        kept = tuple(name for name in self.protocols if PROTOCOLS[name].inputs != inputs)
+        return ProtocolSettings(protocols=kept, seed=self.seed, options=self.options)
+
+    def with_image_text(self) -> "ProtocolSettings":
+        """The same settings plus every registered image-text protocol (zero-shot, image-text retrieval)."""
+        added = tuple(name for name, protocol in PROTOCOLS.items()
+                      if protocol.inputs == "image_text" and name not in self.protocols)
+        return ProtocolSettings(protocols=self.protocols + added, seed=self.seed, options=self.options)
 
     def record(self) -> dict:
         """What results.json stores under ``protocol``: one entry per protocol that ran, with its settings."""
@@ -97,11 +113,26 @@ def score_images(task: ImageTask, *, settings: ProtocolSettings, log: Log | None
     return _run(settings.selected("images"), task, settings, task.backbone is None, log)
 
 
+def score_image_text(task: ImageTextTask, *, settings: ProtocolSettings, log: Log | None = None) -> dict:
+    """Every selected image-text protocol on one row's towers (:class:`ImageTextTask`); ``{metric: value}``."""
+    return _run(settings.selected("image_text"), task, settings, False, log)
+
+
 def random_init_like(backbone: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """The same architecture with fresh random weights (the random-init baseline)."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         return backbone_from_spec(copy.deepcopy(backbone.spec))
+
+
+def random_init_towers_like(towers, image_tower: torch.nn.Module, seed: int = 0):
+    """The same two towers with fresh random weights around ``image_tower`` (the random-init backbone, which
+    is the same whatever method trained the row)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        fresh = towers_from_spec(copy.deepcopy(towers.spec))
+    fresh.image = image_tower
+    return fresh
 
 
 def _features_of(model, source, preprocess: Preprocess, extract: dict):
@@ -113,27 +144,31 @@ def _features_of(model, source, preprocess: Preprocess, extract: dict):
 
 def evaluate_backbone(backbone, splits, *, preprocess: Preprocess, settings: ProtocolSettings | None = None,
                       baselines: bool = True, batch_size: int = 256, device="cpu", cache_dir=None, log: Log = print,
-                      row: str = "pretrained") -> dict:
+                      row: str = "pretrained", towers=None) -> dict:
     """Scores of ``backbone`` (and the baselines) trained on ``splits.train`` labels, tested on ``splits.test``.
 
     ``row`` names the backbone's row; with ``row="random_init"`` (an untrained backbone) the random-init
     baseline is not added twice. Feature protocols score features extracted once per row (cached in
     ``cache_dir``); image protocols train on the images of every row on ``device`` (:class:`ImageTask`); a row
-    gets only the metrics of the protocols that apply to it (no ``finetune`` on raw pixels).
+    gets only the metrics of the protocols that apply to it (no ``finetune`` on raw pixels). With ``towers``
+    (an image-text model whose image tower is ``backbone``) the image-text protocols run on its row and on a
+    random-init copy of it.
     """
     if splits.test is None or splits.train.labels is None:
         raise ValueError("evaluation needs labels: a labelled held-out split (class sub-folders, npz labels, or an "
                          "embedded dataset)")
     settings = settings or ProtocolSettings()
     extract = dict(batch_size=batch_size, device=device, cache_dir=cache_dir)
-    candidates = {row: backbone}
+    candidates = {row: (backbone, towers)}
     if baselines and row != "random_init":
-        candidates["random_init"] = random_init_like(backbone, settings.seed)
+        fresh = random_init_like(backbone, settings.seed)
+        candidates["random_init"] = (fresh, None if towers is None else
+                                     random_init_towers_like(towers, fresh, settings.seed))
     if baselines:
-        candidates["raw_pixels"] = None
+        candidates["raw_pixels"] = (None, None)
     needs_features = bool(settings.selected("features"))
     results = {}
-    for name, model in candidates.items():
+    for name, (model, row_towers) in candidates.items():
         log(f"evaluating {ROWS.get(name, name)}{' features' if model is not None else ''} ...")
         scores = {}
         if needs_features:
@@ -145,5 +180,8 @@ def evaluate_backbone(backbone, splits, *, preprocess: Preprocess, settings: Pro
             scores.update(score_features(train, train_y, test, test_y, settings=settings, raw_pixels=model is None,
                                          log=log))
         scores.update(score_images(ImageTask(model, splits, preprocess, device), settings=settings, log=log))
+        if row_towers is not None:
+            task = ImageTextTask(row_towers, splits, preprocess, device, batch_size)
+            scores.update(score_image_text(task, settings=settings, log=log))
         results[name] = scores
     return results

@@ -72,6 +72,11 @@ class Method(nn.Module):
     def after_optimizer_step(self, progress: float) -> None:
         """After the optimizer: e.g. EMA teachers, prototype normalisation."""
 
+    def image_text_towers(self) -> nn.Module | None:
+        """The image-text methods' two towers (:class:`~selfsup.backbones.towers.ImageTextTowers`), which the run
+        saves beside the backbone for zero-shot evaluation and image-text retrieval; None for the others."""
+        return None
+
     def reconstruct(self, images: torch.Tensor) -> dict[str, torch.Tensor] | None:
         """Rows of a picture of what the pretext task learnt (input, masked input, reconstruction), each
         (B, C, H, W) in the normalized space of ``images``; None for methods that draw nothing."""

@@ -4,8 +4,8 @@ from selfsup.views.augment import ViewParams, apply_photometric, draw_view_param
 from selfsup.views.device import DeviceViews
 from selfsup.views.masks import (MASK_STRATEGIES, BlockMask, MaskStrategy, MultiBlockMask, RandomMask,
                                  build_mask_strategy)
-from selfsup.views.spec import CropSpec, MaskSpec, ViewSpec
+from selfsup.views.spec import CropSpec, MaskSpec, TextSpec, ViewSpec
 
 __all__ = ["MASK_STRATEGIES", "BlockMask", "CropSpec", "DeviceViews", "MaskSpec", "MaskStrategy", "MultiBlockMask",
-           "RandomMask", "ViewParams", "ViewSpec", "apply_photometric", "build_mask_strategy", "draw_view_params",
+           "RandomMask", "TextSpec", "ViewParams", "ViewSpec", "apply_photometric", "build_mask_strategy", "draw_view_params",
            "make_view", "sample_generator"]

@@ -13,12 +13,13 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from selfsup.data.decode import DecodeError
-from selfsup.fields import IMAGE, IMAGE_FIELDS
+from selfsup.fields import IMAGE, IMAGE_FIELDS, TEXT
 from selfsup.registry import Registry
 from selfsup.views.augment import apply_photometric, draw_view_params, make_view, sample_generator
 from selfsup.views.masks import check_mask_spec, draw_masks
 from selfsup.views.preprocess import Preprocess
 from selfsup.views.spec import ViewSpec
+from selfsup.views.text import choose_caption, require_text_extra, tokenize
 
 
 #: View operations per field kind (selfsup.fields): ``(value, crop, size, generator) -> (view, params)``. A
@@ -36,6 +37,20 @@ def viewed_field(source) -> tuple[str, str]:
             return name, kind
     raise ValueError(f"{getattr(source, 'name', source)}: no field of a kind with view operations (its fields: "
                      f"{fields}; view operations exist for: {', '.join(FIELD_VIEWS)})")
+
+
+def check_text_field(source, views: ViewSpec) -> None:
+    """A method that reads captions (``views.text``) needs a source with a ``text`` field; fail at start."""
+    if views.text is None:
+        return
+    fields = getattr(source, "fields", IMAGE_FIELDS)
+    if TEXT.name not in fields.values():
+        raise ValueError(
+            f"this method trains on image-text pairs, but {getattr(source, 'name', source)} has no captions (its "
+            f"fields: {', '.join(fields)}): give data.source a manifest (.csv / .jsonl / .parquet with image and "
+            "caption columns), a folder of images with sidecar .txt captions, tar shards of jpg + txt, or the "
+            "embedded digits-captions")
+    require_text_extra()
 
 
 def fixed_image_size(source) -> tuple[int, int] | None:
@@ -56,23 +71,25 @@ class ViewDataset(Dataset):
         self.make_view = FIELD_VIEWS.get(viewed_field(source)[1])
         if views.masks is not None:
             check_mask_spec(views.masks, views.view_sizes(image_size))
+        check_text_field(source, views)
 
     def __len__(self) -> int:
         return len(self.source)
 
-    def _image(self, index: int) -> torch.Tensor:
+    def _image(self, index: int) -> tuple[int, torch.Tensor]:
+        """(the index actually used, its image): a file that went bad after the scan gives way to the next."""
         for attempt in range(len(self.source)):
             i = (index + attempt) % len(self.source)
             try:
-                return self.source.get_image(i)
+                return i, self.source.get_image(i)
             except DecodeError as error:  # a file that went bad after the scan: use the next one, loudly
                 warnings.warn(f"skipping sample {i}: {error}", stacklevel=2)
         raise RuntimeError("no decodable image left in the data source")
 
     def __getitem__(self, key) -> dict:
-        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
-        image = self._image(index)
-        gen = sample_generator(self.seed, epoch, index)
+        epoch, requested = key if isinstance(key, tuple) else (self.epoch, key)
+        index, image = self._image(requested)
+        gen = sample_generator(self.seed, epoch, requested)
         views, params = [], []
         for crop in self.views.crops:
             size = crop.size or self.image_size
@@ -91,7 +108,11 @@ class ViewDataset(Dataset):
             sample = {"views": views, "params": params}
         sample.update(index=index, label=label)
         if self.views.masks is not None:  # own generator per view (seed, epoch, index, view): crops unchanged
-            sample["masks"] = draw_masks(self.views.masks, self.views.view_sizes(self.image_size), self.seed, epoch, index)
+            sample["masks"] = draw_masks(self.views.masks, self.views.view_sizes(self.image_size), self.seed, epoch,
+                                         requested)
+        if self.views.text is not None:  # drawn after the crops, so the crops are those of an image-only method
+            caption = choose_caption(self.source.get_text(index), gen)
+            sample["text"] = tokenize([caption], self.views.text.context_length)[0]
         return sample
 
 
@@ -118,6 +139,8 @@ class ViewCollate:
         batch["label"] = torch.tensor([s.get("label", -1) for s in samples])
         if "masks" in samples[0]:
             batch["masks"] = {key: torch.stack([s["masks"][key] for s in samples]) for key in samples[0]["masks"]}
+        if "text" in samples[0]:
+            batch["text"] = torch.stack([s["text"] for s in samples])
         return batch
 
 

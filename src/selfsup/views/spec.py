@@ -45,12 +45,22 @@ class MaskSpec:
 
 
 @dataclass(frozen=True)
+class TextSpec:
+    """One caption per sample, chosen among the sample's captions from (seed, epoch, index) and tokenized to
+    ``context_length`` token ids (open_clip's BPE, :mod:`selfsup.views.text`), delivered as ``batch["text"]``
+    (B, context_length) int64."""
+
+    context_length: int = 32
+
+
+@dataclass(frozen=True)
 class ViewSpec:
     """The views of one sample, as a list of crop groups (e.g. 2 global + N local crops), and optionally
-    the patch masks that go with them."""
+    the patch masks that go with them and the sample's caption (image-text methods)."""
 
     crops: tuple[CropSpec, ...] = field(default_factory=lambda: (CropSpec(),))
     masks: MaskSpec | None = None
+    text: TextSpec | None = None
 
     @property
     def num_views(self) -> int:

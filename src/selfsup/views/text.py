@@ -18,6 +18,7 @@ is far from the bottleneck.
 from __future__ import annotations
 
 import functools
+import random
 from types import ModuleType
 from typing import Any, Sequence
 
@@ -62,11 +63,14 @@ def tokenize(texts: Sequence[str] | str, context_length: int) -> torch.Tensor:
     return _tokenizer()(texts, context_length=context_length)
 
 
-def choose_caption(captions: Sequence[str], generator: torch.Generator) -> str:
-    """One of ``captions``, uniformly, drawn from ``generator`` (seeded by seed, epoch and sample index, so a
-    sample's caption does not depend on workers, ranks or resumes)."""
+def choose_caption(captions: Sequence[str], generator: random.Random | torch.Generator) -> str:
+    """One of ``captions``, uniformly, drawn from ``generator``: the sample's own (``random.Random`` from
+    :func:`selfsup.views.augment.sample_generator`, seeded by seed, epoch and index, so a sample's caption does
+    not depend on workers, ranks or resumes), or a torch generator."""
     if len(captions) == 0:
         raise ValueError("choose_caption needs at least one caption")
+    if isinstance(generator, random.Random):
+        return captions[generator.randrange(len(captions))]
     return captions[int(torch.randint(len(captions), (), generator=generator))]
 
 

@@ -9,10 +9,12 @@ its display order, what is a score) are the functions of this module.
 from __future__ import annotations
 
 from selfsup.config import ConfigError, register_eval_section
-from selfsup.eval.protocols.base import FeatureSplits, ImageProtocol, ImageTask, NoSettings, Protocol, Settings
+from selfsup.eval.protocols.base import (FeatureSplits, ImageProtocol, ImageTask, ImageTextTask, NoSettings, Protocol,
+                                         Settings)
 from selfsup.registry import Registry, import_submodules
 
-__all__ = ["PROTOCOLS", "Protocol", "ImageProtocol", "Settings", "NoSettings", "FeatureSplits", "ImageTask", "protocol_of",
+__all__ = ["PROTOCOLS", "Protocol", "ImageProtocol", "Settings", "NoSettings", "FeatureSplits", "ImageTask", "ImageTextTask",
+           "protocol_of",
            "default_protocols", "all_protocols", "is_score", "is_plain_number", "metric_order"]
 
 

@@ -5,8 +5,9 @@ A protocol owns everything that is particular to it, so that adding one is addin
 - ``settings``: a pydantic model (:class:`Settings`: extra keys are errors); it is the config section
   ``eval.<name>`` (``eval.knn.k``) and the protocol's part of results.json's ``protocol`` record;
 - ``run``: ``(data, settings, seed, log) -> {metric: value}``, where ``data`` is a :class:`FeatureSplits`
-  (``inputs = "features"``: cached features of one row) or an :class:`ImageTask` (``inputs = "images"``: the
-  row's backbone and the labelled images);
+  (``inputs = "features"``: cached features of one row), an :class:`ImageTask` (``inputs = "images"``: the
+  row's backbone and the labelled images) or an :class:`ImageTextTask` (``inputs = "image_text"``: the row's
+  two towers and the image-text pairs; only rows of an image-text model have one);
 - ``family``: the metric-name prefixes it writes, in display order within the protocol, and ``order``: where
   the protocol's columns stand among the others;
 - ``scope_keys``: the settings that only say *which* values were computed (kNN's ``k``), never a reason
@@ -60,12 +61,25 @@ class ImageTask:
     device: Any = "cpu"
 
 
+@dataclass(frozen=True)
+class ImageTextTask:
+    """What an image-text protocol (zero-shot, image-text retrieval) runs on: one row's two towers
+    (:class:`~selfsup.backbones.towers.ImageTextTowers`), the splits (the test split's captions and labels)
+    and the image tower's transform."""
+
+    towers: torch.nn.Module
+    splits: Any
+    preprocess: Preprocess
+    device: Any = "cpu"
+    batch_size: int = 256
+
+
 class Protocol:
     """One evaluation protocol; subclasses set the class attributes and :meth:`run` (see the module doc)."""
 
     name: str = ""  # set by the registry
     settings: ClassVar[type[Settings]] = NoSettings
-    inputs: ClassVar[Literal["features", "images"]] = "features"
+    inputs: ClassVar[Literal["features", "images", "image_text"]] = "features"
     family: ClassVar[tuple[str, ...]] = ()
     order: ClassVar[int] = 100
     scope_keys: ClassVar[frozenset[str]] = frozenset()
