@@ -12,6 +12,8 @@ import yaml
 
 import selfsup  # noqa: F401  (registers everything, as a run does)
 from selfsup.backbones import build_backbone
+from selfsup.backbones.text import build_text_encoder
+from selfsup.backbones.towers import ImageTextTowers
 from selfsup.config import ConfigError, build_config, validate
 from selfsup.data.sources import ArraySource, DataSplits
 from selfsup.eval.display import format_table, metric_sort_key, table_metrics
@@ -29,7 +31,9 @@ def squares(n_per_class: int, seed: int) -> ArraySource:
     colours = np.array([[230, 30, 30], [30, 230, 30], [30, 30, 230], [230, 230, 30]], dtype=np.float32)
     labels = rng.permutation(np.repeat(np.arange(4), n_per_class))
     images = colours[labels][:, :, None, None] + rng.normal(0, 30, (len(labels), 3, 16, 16))
-    return ArraySource(np.clip(images, 0, 255).astype(np.uint8), labels=labels, name=f"squares-{seed}")
+    captions = [[f"a {['red', 'green', 'blue', 'yellow'][c]} square", f"square of class {c}"] for c in labels]
+    return ArraySource(np.clip(images, 0, 255).astype(np.uint8), labels=labels, name=f"squares-{seed}",
+                       captions=captions)  # the captions serve the image-text protocols
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +62,14 @@ def test_protocol_runs_and_writes_its_own_metric_family(name, data, backbone, tm
     protocol = PROTOCOLS[name]
     assert protocol.name == name and protocol.family and protocol.title and len(protocol.description) > 20
     settings = ProtocolSettings(protocols=(name,), options={name: protocol.test_settings})
+    towers = None
+    if protocol.inputs == "image_text":  # an image-text model around the backbone (tiny text tower)
+        pytest.importorskip("open_clip")
+        torch.manual_seed(0)
+        text = build_text_encoder("text_micro_cpu", width=32, heads=2, layers=1, context_length=16)
+        towers = ImageTextTowers(backbone, text, 16)
     results = evaluate_backbone(backbone, data, preprocess=PREPROCESS, settings=settings, log=lambda m: None,
-                                cache_dir=tmp_path)
+                                cache_dir=tmp_path, towers=towers)
     assert set(results) == {"pretrained", "random_init", "raw_pixels"}
     for row, scores in results.items():
         if row == "raw_pixels" and not protocol.raw_pixels:
