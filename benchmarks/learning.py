@@ -25,6 +25,7 @@ from pathlib import Path
 
 from common import RESULTS_DIR, ROOT, cifar10_folder, write_row
 from selfsup.config import build_config, recipe_names
+from selfsup.methods import METHODS, Method
 
 # One recipe per method: the method's own small-budget recipe (SimCLR's is the CPU CIFAR recipe, whose stride-1
 # stem is the one the 15-minute benchmark uses; `demo` is SimCLR too but sized for the first minute).
@@ -37,7 +38,10 @@ def recipe_methods() -> dict[str, str]:
     """method name -> its recipe, for every method some built-in recipe trains (read from the recipe files)."""
     by_method: dict[str, list[str]] = {}
     for name in recipe_names():
-        by_method.setdefault(build_config(name).method, []).append(name)
+        method = build_config(name).method
+        # Image-text methods need captions, which CIFAR-10 and the plain digits lack: benchmarks/image_text.py
+        if METHODS[method].image_text_towers is Method.image_text_towers:
+            by_method.setdefault(method, []).append(name)
     chosen = {}
     for method, names in sorted(by_method.items()):
         preferred = RECIPE_OF.get(method, method.replace("_", "-"))

@@ -47,6 +47,7 @@ def test_manifest_caption_folder_and_shards_train_to_the_same_first_step_loss(tm
 @pytest.mark.slow
 def test_clip_run_saves_towers_and_is_evaluated_zero_shot_beside_random_init(tmp_path):
     run = selfsup.train("clip", [*TINY, "train.max_steps=30", "train.batch_size=32", "data.source=digits-captions",
+                                 "eval.linear.raw_pixels_max_train=500",
                                  "eval.report=false", f"runs_dir={tmp_path}", "name=clip"])
     assert has_towers(run)
     towers = load_towers(run)
@@ -122,3 +123,40 @@ def test_image_text_methods_expose_their_towers(name):
     towers = method.image_text_towers()
     assert towers is not None and method.backbone is towers.image
     assert method.views.text is not None and method.views.text.context_length == towers.context_length
+
+
+def test_an_open_clip_model_continues_training_on_pairs_and_exports_to_open_clip(tmp_path):
+    open_clip = pytest.importorskip("open_clip")
+    from safetensors.torch import save_file
+
+    from selfsup.export.open_clip import export_open_clip
+
+    config = tmp_path / "selfsup-test-continue.json"
+    config.write_text(json.dumps({"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32,
+                                                                  "head_width": 16, "patch_size": 8},
+                                  "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2,
+                                               "layers": 1}}))
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    start = open_clip.create_model("selfsup-test-continue", pretrained=None).eval()
+    weights = tmp_path / "start.safetensors"
+    save_file({k: v.contiguous() for k, v in start.state_dict().items()}, weights)
+    pairs = write_caption_folder(tmp_path / "pairs", make_pairs(12, labelled=False))
+    tower = f"open_clip:{config}"
+    mean, std = list(open_clip.OPENAI_DATASET_MEAN), list(open_clip.OPENAI_DATASET_STD)
+    run = selfsup.train("clip", [f"data.source={pairs}", f"backbone.name={tower}",
+                                 f"backbone.options={{weights: {weights}}}", f"method_options.text_encoder={tower}",
+                                 f"method_options.text_options={{weights: {weights}}}", "data.image_size=32",
+                                 f"data.mean={mean}", f"data.std={std}", "data.num_workers=0", "train.batch_size=4",
+                                 "train.max_steps=2", "train.precision=fp32", "train.progress=false",
+                                 "eval.report=false", f"runs_dir={tmp_path / 'runs'}", "name=continued"])
+    towers = load_towers(run)
+    assert isinstance(towers.image_projection, torch.nn.Identity)  # open_clip's own projections, nothing added
+    exported = export_open_clip(towers, tmp_path / "exported")
+    assert exported.is_file()
+    model = open_clip.create_model(f"local-dir:{tmp_path / 'exported'}").eval()
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, start.state_dict()[k])]
+    assert changed  # trained, and open_clip reads it back strictly
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model.encode_image(images), towers.encode_image(images, normalize=False), atol=1e-5)

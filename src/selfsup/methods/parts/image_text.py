@@ -42,7 +42,11 @@ class ImageTextOptions(MethodOptions):
                      projection_hidden_dim: int | None = None) -> ImageTextTowers:
         """The two towers around ``backbone``; the logit scale starts at 1 / ``temperature`` (stored as a log)."""
         text = build_text_encoder(self.text_encoder, **self.text_options)
-        return ImageTextTowers(backbone, text, self.embed_dim, init_logit_scale=math.log(1 / temperature),
+        embed_dim = self.embed_dim
+        if getattr(backbone, "projected", False) and getattr(text, "projected", False) \
+                and backbone.num_features == text.num_features:  # two towers of one joint space (open_clip's)
+            embed_dim = backbone.num_features
+        return ImageTextTowers(backbone, text, embed_dim, init_logit_scale=math.log(1 / temperature),
                                init_logit_bias=logit_bias, projection_hidden_dim=projection_hidden_dim)
 
 
