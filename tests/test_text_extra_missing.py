@@ -43,3 +43,27 @@ SCRIPT = textwrap.dedent("""
 def test_without_the_text_extra():
     result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+CLI = textwrap.dedent("""
+    import sys
+    sys.modules["open_clip"] = None
+    from selfsup.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def test_image_only_commands_work_and_image_text_ones_name_the_extra(tmp_path):
+    def cli(*args):
+        return subprocess.run([sys.executable, "-c", CLI, *args], capture_output=True, text=True, timeout=240,
+                              cwd=tmp_path)
+    tiny = ["data.image_size=16", "data.num_workers=0", "train.max_steps=2", "train.batch_size=16", "eval.report=false",
+            "eval.baselines=false", "backbone.options={widths: [8, 8, 16, 16], stem_stride: 2}"]
+    image_only = cli("train", "demo", *tiny, "name=demo")
+    assert image_only.returncode == 0, image_only.stderr[-2000:]
+    assert (tmp_path / "runs" / "demo" / "results.json").exists()
+    listed = cli("list")
+    assert listed.returncode == 0 and "text_micro_cpu" in listed.stdout and "clip" in listed.stdout
+    image_text = cli("train", "clip", *tiny, "name=clip")
+    assert image_text.returncode != 0
+    assert "pip install 'selfsup[text]'" in image_text.stderr and "Traceback" not in image_text.stderr
