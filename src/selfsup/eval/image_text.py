@@ -95,13 +95,13 @@ def image_text_recall(image_embeddings: torch.Tensor, text_embeddings: torch.Ten
     """Recall@k in both directions; ``text_owner[j]`` is the index of the image caption j belongs to."""
     similarities = image_embeddings @ text_embeddings.T  # (N images, M texts)
     owner = torch.as_tensor(text_owner).long()
+    deepest = max(recall_at)  # one top-k per direction; each Recall@k reads its first k columns
+    nearest_texts = similarities.topk(min(deepest, similarities.shape[1]), dim=1).indices  # (N, k)
+    nearest_images = similarities.T.topk(min(deepest, similarities.shape[0]), dim=1).indices  # (M, k)
+    own_text = owner[nearest_texts] == torch.arange(similarities.shape[0])[:, None]
+    own_image = nearest_images == owner[:, None]
     scores = {}
     for k in recall_at:
-        k_texts = min(k, similarities.shape[1])
-        nearest_texts = similarities.topk(k_texts, dim=1).indices  # (N, k)
-        hit = (owner[nearest_texts] == torch.arange(similarities.shape[0])[:, None]).any(dim=1)
-        scores[f"image_to_text_recall@{k}"] = float(hit.float().mean())
-        k_images = min(k, similarities.shape[0])
-        nearest_images = similarities.T.topk(k_images, dim=1).indices  # (M, k)
-        scores[f"text_to_image_recall@{k}"] = float((nearest_images == owner[:, None]).any(dim=1).float().mean())
+        scores[f"image_to_text_recall@{k}"] = float(own_text[:, :k].any(dim=1).float().mean())
+        scores[f"text_to_image_recall@{k}"] = float(own_image[:, :k].any(dim=1).float().mean())
     return scores

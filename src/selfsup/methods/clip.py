@@ -12,10 +12,9 @@ from __future__ import annotations
 import torch.nn as nn
 from pydantic import Field
 
-from selfsup.backbones.towers import ImageTextTowers
 from selfsup.losses import clip_loss
-from selfsup.methods.base import METHODS, Method, StepOutput
-from selfsup.methods.parts.image_text import TEST_TEXT_OPTIONS, ImageTextOptions, text_spec
+from selfsup.methods.base import METHODS, StepOutput
+from selfsup.methods.parts.image_text import TEST_TEXT_OPTIONS, ImageTextMethod, ImageTextOptions, text_spec
 from selfsup.views import ViewSpec
 
 
@@ -27,7 +26,7 @@ class CLIPOptions(ImageTextOptions):
 
 
 @METHODS.register("clip")
-class CLIP(Method):
+class CLIP(ImageTextMethod):
     Options = CLIPOptions
     test_options = TEST_TEXT_OPTIONS
 
@@ -36,13 +35,6 @@ class CLIP(Method):
         self.towers = options.build_towers(backbone, temperature=options.temperature)
         self.local_loss = options.local_loss
         self.views = ViewSpec(crops=(options.image_crop(1),), text=text_spec(self.towers))
-
-    @property
-    def backbone(self) -> nn.Module:  # the image tower is what gets exported
-        return self.towers.image
-
-    def image_text_towers(self) -> ImageTextTowers:
-        return self.towers
 
     def forward(self, batch: dict) -> StepOutput:
         image, text = self.towers(batch["views"][0], batch["text"])

@@ -12,11 +12,10 @@ from __future__ import annotations
 import torch.nn as nn
 from pydantic import Field
 
-from selfsup.backbones.towers import ImageTextTowers
 from selfsup.losses import convirt_loss
-from selfsup.methods.base import METHODS, Method, StepOutput
+from selfsup.methods.base import METHODS, StepOutput
 from selfsup.methods.common import Probability, Scale, Strength
-from selfsup.methods.parts.image_text import TEST_TEXT_OPTIONS, ImageTextOptions, text_spec
+from selfsup.methods.parts.image_text import TEST_TEXT_OPTIONS, ImageTextMethod, ImageTextOptions, text_spec
 from selfsup.views import ViewSpec
 
 
@@ -30,7 +29,7 @@ class ConVIRTOptions(ImageTextOptions):
 
 
 @METHODS.register("convirt")
-class ConVIRT(Method):
+class ConVIRT(ImageTextMethod):
     Options = ConVIRTOptions
     test_options = {**TEST_TEXT_OPTIONS, "projection_hidden_dim": 16}
 
@@ -41,13 +40,6 @@ class ConVIRT(Method):
         self.towers.logit_scale.requires_grad_(False)  # ConVIRT's temperature is fixed
         self.temperature, self.weight = options.temperature, options.image_to_text_weight
         self.views = ViewSpec(crops=(options.image_crop(1),), text=text_spec(self.towers))
-
-    @property
-    def backbone(self) -> nn.Module:
-        return self.towers.image
-
-    def image_text_towers(self) -> ImageTextTowers:
-        return self.towers
 
     def forward(self, batch: dict) -> StepOutput:
         image, text = self.towers(batch["views"][0], batch["text"])

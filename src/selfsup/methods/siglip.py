@@ -12,10 +12,9 @@ from __future__ import annotations
 import torch.nn as nn
 from pydantic import Field
 
-from selfsup.backbones.towers import ImageTextTowers
 from selfsup.losses import siglip_loss
-from selfsup.methods.base import METHODS, Method, StepOutput
-from selfsup.methods.parts.image_text import TEST_TEXT_OPTIONS, ImageTextOptions, text_spec
+from selfsup.methods.base import METHODS, StepOutput
+from selfsup.methods.parts.image_text import TEST_TEXT_OPTIONS, ImageTextMethod, ImageTextOptions, text_spec
 from selfsup.views import ViewSpec
 
 
@@ -25,24 +24,19 @@ class SigLIPOptions(ImageTextOptions):
 
 
 @METHODS.register("siglip")
-class SigLIP(Method):
+class SigLIP(ImageTextMethod):
     Options = SigLIPOptions
     test_options = TEST_TEXT_OPTIONS
 
     def __init__(self, backbone: nn.Module, options: SigLIPOptions):
         super().__init__()
-        self.towers = options.build_towers(backbone, temperature=options.temperature, logit_bias=options.logit_bias)
+        self.towers = options.build_towers(backbone, temperature=options.temperature,
+                                           logit_bias=options.logit_bias)
         self.views = ViewSpec(crops=(options.image_crop(1),), text=text_spec(self.towers))
-
-    @property
-    def backbone(self) -> nn.Module:
-        return self.towers.image
-
-    def image_text_towers(self) -> ImageTextTowers:
-        return self.towers
 
     def forward(self, batch: dict) -> StepOutput:
         image, text = self.towers(batch["views"][0], batch["text"])
         loss = siglip_loss(image, text, self.towers.logit_scale, self.towers.logit_bias)
-        metrics = {"logit_scale": self.towers.logit_scale.detach().exp().item(), "logit_bias": self.towers.logit_bias.detach().item()}
+        metrics = {"logit_scale": self.towers.logit_scale.detach().exp().item(),
+                   "logit_bias": self.towers.logit_bias.detach().item()}
         return StepOutput(loss=loss, metrics=metrics, embeddings=image.detach())

@@ -13,11 +13,10 @@ import torch.nn as nn
 from pydantic import Field
 
 from selfsup.heads import mlp
-from selfsup.backbones.towers import ImageTextTowers
 from selfsup.losses import clip_loss, nt_xent
-from selfsup.methods.base import METHODS, Method, StepOutput
+from selfsup.methods.base import METHODS, StepOutput
 from selfsup.methods.common import Probability, Scale, Strength, simclr_crops
-from selfsup.methods.parts.image_text import TEST_TEXT_OPTIONS, ImageTextOptions, text_spec
+from selfsup.methods.parts.image_text import TEST_TEXT_OPTIONS, ImageTextMethod, ImageTextOptions, text_spec
 from selfsup.views import ViewSpec
 
 
@@ -33,7 +32,7 @@ class SLIPOptions(ImageTextOptions):
 
 
 @METHODS.register("slip")
-class SLIP(Method):
+class SLIP(ImageTextMethod):
     Options = SLIPOptions
     test_options = {**TEST_TEXT_OPTIONS, "projector_hidden_dim": 32, "projector_out_dim": 16}
 
@@ -44,13 +43,6 @@ class SLIP(Method):
         self.ssl_temperature, self.ssl_scale = options.ssl_temperature, options.ssl_scale
         ssl_crops = simclr_crops(2, options.ssl_crop_scale, options.ssl_colour_strength, options.ssl_blur_p)
         self.views = ViewSpec(crops=(options.image_crop(1), ssl_crops), text=text_spec(self.towers))
-
-    @property
-    def backbone(self) -> nn.Module:
-        return self.towers.image
-
-    def image_text_towers(self) -> ImageTextTowers:
-        return self.towers
 
     def forward(self, batch: dict) -> StepOutput:
         clip_view, view_a, view_b = batch["views"]

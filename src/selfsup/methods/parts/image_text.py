@@ -16,7 +16,7 @@ from pydantic import Field
 
 from selfsup.backbones.text import build_text_encoder
 from selfsup.backbones.towers import ImageTextTowers
-from selfsup.methods.base import MethodOptions
+from selfsup.methods.base import Method, MethodOptions
 from selfsup.methods.common import Probability, Scale, Strength, simclr_crops
 from selfsup.views import CropSpec, TextSpec
 
@@ -48,6 +48,20 @@ class ImageTextOptions(MethodOptions):
             embed_dim = backbone.num_features
         return ImageTextTowers(backbone, text, embed_dim, init_logit_scale=math.log(1 / temperature),
                                init_logit_bias=logit_bias, projection_hidden_dim=projection_hidden_dim)
+
+
+class ImageTextMethod(Method):
+    """What every image-text method shares beyond the contract: its two towers in ``self.towers``, whose image
+    tower is the exported backbone, and which the run saves for zero-shot evaluation."""
+
+    towers: ImageTextTowers
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.towers.image
+
+    def image_text_towers(self) -> ImageTextTowers:
+        return self.towers
 
 
 def text_spec(towers: ImageTextTowers) -> TextSpec:
