@@ -29,13 +29,24 @@ Backbones:
   (``no_embed_class``, as in DeiT III, and registers are position-free in Darcet et al.); the final norm is
   applied to every token before pooling (``fc_norm=False``), so ``forward_tokens`` returns normalized
   tokens whichever pooling is chosen. ``sincos_pos_embed=True`` fixes the position embedding to 2-D sin-cos
-  (MAE, I-JEPA) instead of learning it.
+  (MAE, I-JEPA) instead of learning it. ``channelwise=True`` makes a channel-wise ViT (below).
 - ``timm:<name>`` for a plain timm ViT (``VisionTransformer`` with a ``PatchEmbed`` stem): the same API,
   with timm's own choices (for instance ``global_pool="avg"`` models apply their norm after pooling, so their
   ``forward_tokens`` outputs are not normalized). Other timm models stay plain :class:`TimmBackbone`.
 
 Patch order everywhere (tokens, masks, :func:`patchify`) is row-major over the patch grid: patch (r, c) of
 a grid with ``w`` columns is index ``r * w + c``.
+
+Channel-wise ViTs (``channelwise=True`` on a registered ViT; ChannelViT: Bao et al., "Channel Vision
+Transformers: An Image Is Worth 1 x 16 x 16 Words", ICLR 2024): every band of a ``C``-band image is
+patch-embedded on its own by one single-band patch projection shared by all bands (the timm model is built
+with ``in_chans=1``), and a learned band embedding (``band_embed``, one vector per band) tells the bands
+apart; the position embeddings are shared across bands. A 13-band 32 px image with 4 px patches is thus
+13 x 64 patch tokens, band-major (patch ``n`` of band ``b`` is token ``b * num_patches + n``; ``num_patches``
+and ``grid_size`` stay those of one band). Pooling is unchanged (class token, or the mean of all band-patch
+tokens). Token dropping and mask tokens are not supported there (``NotImplementedError``), nor is the timm
+export (``band_embed`` is not a timm parameter). The spec records ``channelwise: true`` (and only then, so
+the specs of other ViTs are unchanged).
 """
 from __future__ import annotations
 
@@ -161,6 +172,16 @@ class ViTBackbone(nn.Module):
         self.num_prefix_tokens = int(model.num_prefix_tokens)
         self.num_registers = int(model.num_reg_tokens)
         self.has_class_token = model.cls_token is not None
+        self.channelwise = bool(spec.get("channelwise", False))
+        if self.channelwise:
+            if model.patch_embed.proj.in_channels != 1:
+                raise TypeError("a channel-wise ViT needs a timm model built with in_chans=1 (the shared single-band "
+                                f"patch projection), got {model.patch_embed.proj.in_channels} input channels")
+            self.num_bands = int(spec["in_channels"])
+            # One learned vector per band, added to every patch token of that band (ChannelViT); small random
+            # init as timm's position embeddings, so that bands differ from the first step.
+            self.band_embed = nn.Parameter(torch.zeros(1, self.num_bands, 1, self.embed_dim))
+            nn.init.trunc_normal_(self.band_embed, std=0.02)
 
     # -- geometry --------------------------------------------------------------------------------------
     def grid_for(self, height: int, width: int) -> tuple[int, int]:
@@ -197,6 +218,10 @@ class ViTBackbone(nn.Module):
         broadcastable to (B, N, D)) before the position embedding is added, so the encoder knows where the
         hidden patches are but not what they hold (BEiT, SimMIM, iBOT).
         """
+        if self.channelwise:
+            if mask is not None:
+                raise NotImplementedError("mask tokens are not supported by a channel-wise ViT (channelwise=True)")
+            return self._embed_bands(x)
         grid = self.grid_for(x.shape[-2], x.shape[-1])
         stem = self.model.patch_embed
         # The convolution directly, not PatchEmbed.forward: the latter refuses sizes other than the native
@@ -208,6 +233,22 @@ class ViTBackbone(nn.Module):
             tokens = torch.where(mask.unsqueeze(-1), mask_token.to(tokens.dtype).expand_as(tokens), tokens)
         pos = self.patch_pos_embed(grid)
         return tokens if pos is None else tokens + pos
+
+    def _embed_bands(self, x: torch.Tensor) -> torch.Tensor:
+        """Channel-wise patch embeddings (B, C * N, D), band-major: every band through the shared single-band
+        projection, plus the shared position embeddings and its band embedding."""
+        b, c, h, w = x.shape
+        if c != self.num_bands:
+            raise ValueError(f"this channel-wise ViT was built for {self.num_bands} bands, got {c}")
+        grid = self.grid_for(h, w)
+        stem = self.model.patch_embed
+        # Bands as a batch of single-band images: one projection for all of them (ChannelViT's weight sharing).
+        tokens = stem.norm(stem.proj(x.reshape(b * c, 1, h, w)).flatten(2).transpose(1, 2))  # (B * C, N, D)
+        pos = self.patch_pos_embed(grid)
+        if pos is not None:
+            tokens = tokens + pos
+        tokens = tokens.reshape(b, c, -1, tokens.shape[-1]) + self.band_embed.to(tokens.dtype)
+        return tokens.reshape(b, -1, tokens.shape[-1])
 
     def forward_blocks(self, patch_tokens: torch.Tensor) -> dict[str, torch.Tensor | None]:
         """Prepend the class and register tokens to ``patch_tokens`` (B, K, D), run the blocks and the final
@@ -240,6 +281,9 @@ class ViTBackbone(nn.Module):
         ``keep_indices`` (B, K) long: encode only these patches (row-major indices), in this order; the
         others never enter the blocks. ``mask`` / ``mask_token``: see :meth:`embed_patches`.
         """
+        if self.channelwise and (keep_indices is not None or mask is not None):
+            raise NotImplementedError("token dropping (keep_indices) and mask tokens (mask) are not supported by a "
+                                      "channel-wise ViT (channelwise=True)")
         tokens = self.embed_patches(x, mask, mask_token)
         if keep_indices is not None:
             tokens = gather_tokens(tokens, keep_indices)
@@ -276,19 +320,23 @@ def attention_kernel(x: torch.Tensor) -> AbstractContextManager:
 def registered_vit_timm_args(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """``(model_name, kwargs)`` for ``timm.create_model`` that build the architecture of a registered ViT
     ``spec`` (add ``pretrained=False, num_classes=0, in_chans=...``); the export to timm uses the same."""
-    options = {k: v for k, v in spec.items() if k not in ("name", "in_channels", "sincos_pos_embed")}
+    options = {k: v for k, v in spec.items() if k not in ("name", "in_channels", "sincos_pos_embed", "channelwise")}
     options.update(no_embed_class=True, fc_norm=False, dynamic_img_size=True)
     return TIMM_BASE_MODEL, options
 
 
 def build_registered_vit(name: str, in_channels: int = 3, **options: Any) -> ViTBackbone:
-    """A ViT from :data:`VIT_CONFIGS` (any entry overridable through ``options``)."""
+    """A ViT from :data:`VIT_CONFIGS` (any entry overridable through ``options``); ``channelwise=True`` makes it
+    a channel-wise ViT (see the module doc)."""
     import timm
 
+    # Not in VIT_DEFAULTS: only a channel-wise ViT's spec records it, so every other spec stays as it was.
+    channelwise = bool(options.pop("channelwise", False))
     known = {**VIT_CONFIGS[name], **VIT_DEFAULTS}
     unknown = sorted(set(options) - set(known))
     if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for backbone '{name}'; options: {', '.join(sorted(known))}")
+        raise ValueError(f"unknown option(s) {unknown} for backbone '{name}'; options: "
+                         f"{', '.join(sorted([*known, 'channelwise']))}")
     config = {**known, **options}
     if config["global_pool"] not in ("token", "avg"):
         raise ValueError(f"global_pool must be 'token' (class token) or 'avg' (mean of patch tokens), "
@@ -298,8 +346,12 @@ def build_registered_vit(name: str, in_channels: int = 3, **options: Any) -> ViT
     if config["sincos_pos_embed"] and config["embed_dim"] % 4:
         raise ValueError(f"sincos_pos_embed needs embed_dim divisible by 4, got {config['embed_dim']}")
     spec = {"name": name, "in_channels": in_channels, **config}
+    if channelwise:
+        spec["channelwise"] = True
     model_name, kwargs = registered_vit_timm_args(spec)
-    model = timm.create_model(model_name, pretrained=False, num_classes=0, in_chans=in_channels, **kwargs)
+    # A channel-wise ViT's timm model sees one band at a time (its patch projection is the shared one).
+    model = timm.create_model(model_name, pretrained=False, num_classes=0, in_chans=1 if channelwise else in_channels,
+                              **kwargs)
     if config["sincos_pos_embed"]:
         with torch.no_grad():
             model.pos_embed.copy_(sincos_pos_embed_2d(model.embed_dim, model.patch_embed.grid_size)[None])
