@@ -13,8 +13,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from selfsup.backbones import backbone_from_spec, build_backbone
-from selfsup.backbones.channels import carry_backbone, carry_input_weight, carry_state_dict, input_layer_key
+from selfsup.backbones import backbone_from_spec, build_backbone, carry_backbone
+from selfsup.backbones.channels import carry_input_weight, carry_state_dict, input_layer_key
 
 MEAN, STD = 0.5, 0.25
 # (name, options, input-layer key): one of each kind of backbone; resnet10t is a timm model with a deep stem

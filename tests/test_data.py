@@ -253,7 +253,7 @@ def test_empty_folder_and_no_images_errors(tmp_path):
         open_data(str(tmp_path / "empty"))
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "a.txt").write_text("x")
-    (tmp_path / "docs" / "scan.dcm").write_bytes(b"x")
+    (tmp_path / "docs" / "notes.doc").write_bytes(b"x")
     with pytest.raises(DataError, match="2 file.*other extensions were ignored"):
         open_data(str(tmp_path / "docs"))
 
@@ -383,14 +383,20 @@ def test_npz_layouts(tmp_path):
     nchw16 = rng.integers(0, 65536, (6, 3, 9, 7)).astype(np.uint16)
     nchw16[0, 0, 0, 0], nchw16[0, 0, 0, 1] = 0, 65535
     np.savez(tmp_path / "nchw16.npz", images=nchw16)
-    x = open_data(str(tmp_path / "nchw16.npz")).train.get_image(0)
+    x = open_data(str(tmp_path / "nchw16.npz"), pixels="8bit").train.get_image(0)
     assert x.shape == (3, 9, 7) and x[0, 0, 0] == 0 and x[0, 0, 1] == 255
     assert torch.equal(x, torch.from_numpy(np.rint(nchw16[0].astype(np.float64) * 255 / 65535).astype(np.uint8)))
+    raw = open_data(str(tmp_path / "nchw16.npz")).train  # 16-bit data stays 16-bit: windowed to float [0, 1]
+    assert raw.raw and raw.stats.dtype == "uint16" and raw.get_image(0).dtype == torch.float32
+    low, high = raw.window.low[0], raw.window.high[0]
+    expected = np.clip((nchw16[0, 0].astype(np.float32) - low) / (high - low), 0, 1)
+    assert torch.allclose(raw.get_image(0)[0], torch.from_numpy(expected), atol=1e-6)
 
     floats = rng.random((6, 9, 7, 3), dtype=np.float32)
     np.savez(tmp_path / "float.npz", images=floats)
-    x = open_data(str(tmp_path / "float.npz")).train.get_image(0)
+    x = open_data(str(tmp_path / "float.npz"), pixels="8bit").train.get_image(0)
     assert torch.equal(x, torch.from_numpy(np.rint(floats[0] * 255).astype(np.uint8)).permute(2, 0, 1))
+    assert open_data(str(tmp_path / "float.npz")).train.get_image(0).dtype == torch.float32
 
 
 def test_npz_five_channels(tmp_path):
@@ -407,7 +413,9 @@ def test_npz_five_channels(tmp_path):
     # channels-last 5-channel layout
     np.savez(tmp_path / "multi_last.npz", images=images.transpose(0, 2, 3, 1))
     x = open_data(str(tmp_path / "multi_last.npz"), channels=5).train.get_image(3)
-    assert torch.equal(x, torch.from_numpy(images[3]))
+    # 5 bands are measurements (channel kind "bands"), read raw; 8-bit data keeps its 0..255 window
+    assert torch.equal((x * 255).round().to(torch.uint8), torch.from_numpy(images[3]))
+    assert open_data(str(tmp_path / "multi_last.npz")).train.channel_kind == "bands"  # channels follow the data
 
 
 def test_npz_explicit_test_split_and_string_labels(tmp_path):

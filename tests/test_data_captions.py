@@ -16,7 +16,7 @@ from caption_utils import make_pairs, manifest_rows, pixels, write_caption_folde
 from selfsup.data import ArraySource, DataError, FolderSource, has_text, open_data
 from selfsup.data.cache import open_cached
 from selfsup.data.digits_captions import CLASS_WORDS
-from selfsup.data.sources import subset
+from selfsup.data.splits import subset
 from selfsup.fields import IMAGE_FIELDS, IMAGE_TEXT_FIELDS
 
 HAS_PYARROW = importlib.util.find_spec("pyarrow") is not None

@@ -23,7 +23,7 @@ from caption_utils import (
     write_shards,
 )
 from selfsup.data import DataError, DecodeError, ShardSource, has_text, open_data
-from selfsup.data.sources import subset
+from selfsup.data.splits import subset
 from selfsup.fields import IMAGE_TEXT_FIELDS
 
 

@@ -20,7 +20,7 @@ from selfsup.views.dataset import ViewCollate, ViewDataset, fixed_image_size
 from selfsup.throughput import bench_trainer
 from selfsup.views import CropSpec, ViewSpec, make_view, sample_generator
 from selfsup.views.augment import draw_view_params
-from selfsup.views.device import DeviceViews, crop_resize_flip
+from selfsup.views.device import NUM_GEOMETRY, DeviceViews, crop_resize_flip
 from selfsup.views.preprocess import Preprocess
 
 TINY = ["data.source=digits-plain", "data.image_size=16", "data.num_workers=0", "train.batch_size=32",
@@ -36,7 +36,7 @@ def _views_both_ways(images: torch.Tensor, spec: CropSpec, size: int):
     reference, geometry = [], []
     for i, image in enumerate(images):
         reference.append(make_view(image, spec, size, sample_generator(3, 0, i))[0])
-        geometry.append(draw_view_params(*image.shape[-2:], spec, sample_generator(3, 0, i)).row()[:5])
+        geometry.append(draw_view_params(*image.shape[-2:], spec, sample_generator(3, 0, i)).row()[:NUM_GEOMETRY])
     geometry = torch.tensor(geometry)
     return torch.stack(reference), crop_resize_flip(images, geometry[:, None], size)[:, 0], geometry
 

@@ -6,9 +6,10 @@ import sys
 import numpy as np
 import pytest
 
+from selfsup.data.geotiff import write_geotiff_folder
 from selfsup.data.spectral import (SPECTRAL_BANDS, SPECTRAL_CLASSES, SPECTRAL_RGB_BANDS, SPECTRAL_WAVELENGTHS_NM,
-                                   VOLUME_CLASSES, generate_spectral, generate_volumes, spectral_splits_arrays,
-                                   write_geotiff_folder)
+                                   generate_spectral, spectral_splits_arrays)
+from selfsup.data.volumes import VOLUME_CLASSES, generate_volumes
 
 
 @pytest.fixture(scope="module")

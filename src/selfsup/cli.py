@@ -1,4 +1,4 @@
-"""``selfsup train | eval | compare | report | export | bench | list | demo``."""
+"""``selfsup train | eval | compare | report | export | bench | list | demo | data``."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +10,11 @@ from pathlib import Path
 
 from selfsup import api, registry
 from selfsup.config import Config, ConfigError, apply_overrides, recipe_names, validate
-from selfsup.data import DataError
+from selfsup.data import DataError, open_folder, open_npz
+from selfsup.data.folder import PIXEL_MODES
+from selfsup.data.geotiff import write_geotiff_folder
+from selfsup.data.spectral import spectral_splits_arrays
+from selfsup.data.stats import STATS_FILE, compute_stats, save_stats
 from selfsup.engine.trainer import TrainingDiverged
 from selfsup.eval.compare import compare_runs
 from selfsup.eval.evaluate import evaluate_any_backbone, evaluate_run
@@ -141,6 +145,41 @@ def _demo(args) -> int:
     return 0
 
 
+def _data_stats(args) -> int:
+    """Per-band statistics of a folder's (or .npz's) train split in raw units, saved where runs find them."""
+    path = Path(args.source)
+    splits = open_folder(path, pixels=args.pixels) if path.is_dir() else open_npz(path, pixels=args.pixels)
+    train = splits.train
+    if not getattr(train, "raw", False):
+        print(f"note: {path} holds 8-bit pictures (data.pixels=auto reads them as such); their statistics follow, "
+              "but runs normalise 8-bit data from a sample of their own", file=sys.stderr)
+    stats = compute_stats(train, max_images=args.max_images,
+                          progress=lambda done, total: done % max(1, total // 10) == 0 and print(
+                              f"  {done}/{total} images", file=sys.stderr))
+    out = Path(args.out) if args.out else (path / STATS_FILE if path.is_dir() else path.with_suffix(".stats.json"))
+    save_stats(stats, out)
+    print(f"{train.name}: {stats.images} of {stats.files} images, {stats.channels} bands, {stats.dtype}"
+          f"{' (a sample: --max-images)' if stats.images < stats.files else ''}")
+    print(f"{'band':>5} {'mean':>12} {'std':>12} {'min':>12} {'p1':>12} {'p99':>12} {'max':>12}")
+    for c in range(stats.channels):
+        print(f"{c:>5} {stats.mean[c]:>12.6g} {stats.std[c]:>12.6g} {stats.min[c]:>12.6g} "
+              f"{stats.percentiles['1'][c]:>12.6g} {stats.percentiles['99'][c]:>12.6g} {stats.max[c]:>12.6g}")
+    for where, reason in stats.skipped:
+        print(f"skipped {where}: {reason}", file=sys.stderr)
+    print(f"saved {out}" + ("" if out.parent == path else f" (give it to runs as data.stats={out})"))
+    return 0
+
+
+def _data_demo(args) -> int:
+    """Write the embedded ``spectral`` set as a folder of 13-band GeoTIFFs (train/ and test/, class folders)."""
+    arrays = spectral_splits_arrays(args.train, args.test, args.seed)
+    out = Path(args.out)
+    write_geotiff_folder(out, arrays["images"], arrays["labels"], arrays["classes"], split="train")
+    write_geotiff_folder(out, arrays["test_images"], arrays["test_labels"], arrays["classes"], split="test")
+    print(f"wrote {args.train} + {args.test} 13-band uint16 GeoTIFFs (synthetic) under {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="selfsup", description="Self-supervised pre-training of visual backbones.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -208,6 +247,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="everything registered (methods, backbones, datasets, protocols, ...) and the recipes")
     p.set_defaults(func=_list)
+
+    p = sub.add_parser("data", help="data tools: per-band statistics of domain data, the domain demo folder")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    q = data_sub.add_parser("stats", help="per-band mean, std, min, max, percentiles of a folder, saved for the runs",
+                            description="Stream the train split's raw pixels (all images up to --max-images, a "
+                            "deterministic sample above) and write DIR/.selfsup-stats.json, which runs on DIR read "
+                            "for their pixel window (data.clip_percentiles) and normalisation.")
+    q.add_argument("source", help="image folder (or .npz file)")
+    q.add_argument("--out", help="statistics file (default DIR/.selfsup-stats.json)")
+    q.add_argument("--max-images", type=int, default=10000, help="images read at most (default 10000)")
+    q.add_argument("--pixels", default="auto", choices=PIXEL_MODES, help="as data.pixels (default auto)")
+    q.set_defaults(func=_data_stats)
+    q = data_sub.add_parser("demo", help="write the synthetic 13-band spectral set as GeoTIFF files")
+    q.add_argument("out", help="folder to write (train/<class>/*.tif, test/<class>/*.tif)")
+    q.add_argument("--train", type=int, default=5000)
+    q.add_argument("--test", type=int, default=1000)
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=_data_demo)
 
     p = sub.add_parser("demo", help="pretrain on the embedded digits data and compare with baselines")
     p.add_argument("overrides", nargs="*")

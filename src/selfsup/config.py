@@ -36,7 +36,30 @@ class SettingsModel(_Section):
 class DataConfig(_Section):
     source: str = "digits"  # an embedded dataset name, an image folder or a .npz file
     image_size: int = Field(32, ge=8)
-    channels: int = Field(3, ge=1)
+    # Input channels. None: as the data has them (3 for 8-bit pictures, the band count of raw domain data).
+    channels: int | None = Field(None, ge=1)
+    # How image files are read: "8bit" (decoded to 8-bit gray / RGB), "raw" (bands, dtype and range kept:
+    # TIFF / GeoTIFF, 16-bit PNG, .npy / .npz, NIfTI, DICOM; selfsup.data.readers), "auto" (raw when the files
+    # need it: more bands, more bits, or a raw-only format).
+    pixels: Literal["auto", "8bit", "raw"] = "auto"
+    # Raw data: the statistics file (`selfsup data stats DIR`); None: DIR/.selfsup-stats.json when it exists,
+    # else computed at start. They fix the pixel window (clip_percentiles of each band -> [0, 1]) and the
+    # normalisation (the windowed data's mean / std). clip_percentiles null: each band's min..max.
+    stats: str | None = None
+    clip_percentiles: tuple[float, float] | None = (1.0, 99.0)
+    # Which photometric augmentations apply (selfsup.data.pixels): "rgb", "gray" (8-bit pictures), "bands"
+    # (measurements: per-band jitter, band dropout, spectral tilt, noise); "auto": from the data.
+    channel_kind: Literal["auto", "rgb", "gray", "bands"] = "auto"
+    # Overhead imagery (satellite, aerial, microscopy, slides): vertical flips and 90-degree rotations in every
+    # view, besides the horizontal flips of data.hflip.
+    overhead: bool = False
+
+    @field_validator("clip_percentiles")
+    @classmethod
+    def _percentiles_ordered(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not 0.0 <= value[0] < value[1] <= 100.0:
+            raise ValueError(f"must be two percentiles low < high within 0..100 (e.g. [1, 99]), not {list(value)}")
+        return value
     max_bad_fraction: float = Field(0.1, ge=0.0, le=1.0)
     holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     num_workers: int = Field(2, ge=0)

@@ -15,6 +15,7 @@ from selfsup import runs
 from selfsup.artifacts import save_method_pictures
 from selfsup.config import Config, apply_overrides, save_config, validate
 from selfsup.data import DataSplits, write_bad_files
+from selfsup.data.stats import save_stats
 from selfsup.dist import DistInfo, barrier, setup_distributed
 from selfsup.engine.trainer import build_trainer
 from selfsup.eval.evaluate import evaluate_run
@@ -58,6 +59,11 @@ def _open_training_data(cfg: Config, run_dir: Path, dist_info: DistInfo) -> Data
     if bad and dist_info.is_main:
         write_bad_files(bad, run_dir / runs.BAD_FILES)
         log(f"skipped {len(bad)} undecodable file(s), listed in {run_dir / runs.BAD_FILES}")
+    stats = getattr(splits.train, "stats", None)
+    if stats is not None:  # raw data: the window and normalisation of this run, for its eval, report, resume
+        if dist_info.is_main:
+            save_stats(stats, run_dir / runs.DATA_STATS_FILE)
+        cfg.data.stats = str(run_dir / runs.DATA_STATS_FILE)
     return splits
 
 

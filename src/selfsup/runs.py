@@ -32,7 +32,8 @@ from selfsup.cpu import cpu_flags, cpu_model
 from selfsup.data import DataSplits, channel_stats, open_data
 from selfsup.methods import Method, build_method
 from selfsup.views.preprocess import Preprocess
-from selfsup.views.spec import without_flips
+from selfsup.data.pixels import check_channel_kind
+from selfsup.views.spec import overhead_views, without_flips
 
 CONFIG_FILE = "config.yaml"
 ENV_FILE = "env.json"
@@ -40,6 +41,7 @@ METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "train_summary.json"
 RESULTS_FILE = "results.json"
 BAD_FILES = "bad_files.txt"
+DATA_STATS_FILE = "data_stats.json"  # raw data: the pixel statistics the run used (window, normalisation)
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_FILE = "last.pt"
 
@@ -82,14 +84,27 @@ def load_run_config(run_dir: str | Path) -> Config:
     run_dir = Path(run_dir)
     if not is_run_dir(run_dir):
         raise FileNotFoundError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
-    return load_config(run_dir / CONFIG_FILE)
+    cfg = load_config(run_dir / CONFIG_FILE)
+    if (run_dir / DATA_STATS_FILE).is_file():  # the run's own pixel window, wherever the run folder moved
+        cfg.data.stats = str(run_dir / DATA_STATS_FILE)
+    return cfg
 
 
 def open_run_data(cfg: Config, data: str | None = None, channels: int | None = None) -> DataSplits:
-    """The data of ``cfg`` (or ``data`` in its place), opened with the config's data options."""
-    return open_data(data or cfg.data.source, channels=channels or cfg.data.channels,
-                     max_bad_fraction=cfg.data.max_bad_fraction, seed=cfg.seed,
-                     holdout_fraction=cfg.data.holdout_fraction)
+    """The data of ``cfg`` (or ``data`` in its place), opened with the config's data options
+    (``data.channel_kind`` other than auto replaces the data's own)."""
+    splits = open_data(data or cfg.data.source, channels=channels or cfg.data.channels,
+                       max_bad_fraction=cfg.data.max_bad_fraction, seed=cfg.seed,
+                       holdout_fraction=cfg.data.holdout_fraction, pixels=cfg.data.pixels, stats=cfg.data.stats,
+                       clip_percentiles=cfg.data.clip_percentiles, log=log)
+    if cfg.data.channel_kind != "auto":
+        for source in (splits.train, splits.test):
+            if source is not None:
+                try:
+                    source.channel_kind = check_channel_kind(cfg.data.channel_kind, source.channels)
+                except ValueError as error:
+                    raise ConfigError(str(error)) from None
+    return splits
 
 
 def run_preprocess(cfg: Config, source) -> Preprocess:
@@ -115,7 +130,7 @@ def build_run_method(cfg: Config, train_source) -> Method:
     ``data.hflip`` (None: the data's own ``flips_preserve_labels``, True when it does not say) turns horizontal
     flips off in every view of the method."""
     seed_everything(cfg.seed)
-    backbone = build_backbone(cfg.backbone.name, cfg.data.channels, **cfg.backbone.options)
+    backbone = build_backbone(cfg.backbone.name, train_source.channels, **cfg.backbone.options)
     method = build_method(cfg.method, backbone, cfg.method_options)
     if method.needs_labels and train_source.labels is None:
         raise ConfigError(f"config key 'method': '{cfg.method}' is supervised and needs labels, but "
@@ -124,4 +139,6 @@ def build_run_method(cfg: Config, train_source) -> Method:
     flips = cfg.data.hflip if cfg.data.hflip is not None else getattr(train_source, "flips_preserve_labels", True)
     if not flips:
         method.views = without_flips(method.views)
+    if cfg.data.overhead:
+        method.views = overhead_views(method.views)
     return method

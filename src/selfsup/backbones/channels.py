@@ -8,7 +8,7 @@ This module builds those slices:
 - :func:`input_layer_key` finds the state-dict key of that first weight in any backbone of
   :func:`selfsup.backbones.build_backbone`;
 - :func:`carry_input_weight` maps a kernel ``(O, C_in, *k)`` to ``(O, channels, *k)`` (modes below);
-- :func:`carry_state_dict` / :func:`carry_backbone` apply it to a state dict / build the ``channels``-band
+- :func:`carry_state_dict` / :func:`selfsup.backbones.carry_backbone` apply it to a state dict / build the ``channels``-band
   backbone of the same architecture and load the carried weights strictly.
 
 Modes of :func:`carry_input_weight`:
@@ -194,26 +194,4 @@ def carry_state_dict(state: dict[str, Any], key: str, channels: int, mode: str =
     return carried
 
 
-def carry_backbone(rgb_backbone: nn.Module, channels: int, mode: str = "repeat",
-                   rgb_bands: Sequence[int] | None = None) -> nn.Module:
-    """The same architecture as ``rgb_backbone`` (its ``spec``, with ``in_channels=channels``) with its weights,
-    the input layer carried to ``channels`` bands (:func:`carry_input_weight`) and loaded strictly.
-
-    The new backbone is in training mode, like every freshly built one; call ``.eval()`` to compare outputs.
-    """
-    from selfsup.backbones import build_backbone  # the package's builder; imported here as it imports this module
-
-    key = input_layer_key(rgb_backbone)
-    options = dict(rgb_backbone.spec)
-    name = options.pop("name")
-    options.pop("in_channels", None)
-    carried = build_backbone(name, channels, **options)
-    new_key = input_layer_key(carried)
-    if new_key != key:  # the same architecture must put its input layer in the same place
-        raise ValueError(f"backbone '{name}': the input layer is {key!r} at {rgb_backbone.spec['in_channels']} "
-                         f"channels but {new_key!r} at {channels}")
-    carried.load_state_dict(carry_state_dict(rgb_backbone.state_dict(), key, channels, mode, rgb_bands), strict=True)
-    return carried
-
-
-__all__ = ["CARRY_MODES", "carry_backbone", "carry_input_weight", "carry_state_dict", "input_layer_key"]
+__all__ = ["CARRY_MODES", "carry_input_weight", "carry_state_dict", "input_layer_key"]

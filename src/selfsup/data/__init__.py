@@ -23,9 +23,8 @@ from selfsup.data.sources import (
     DataSplits,
     FolderSource,
     ImageSource,
-    holdout_split,
-    stratified_holdout,
 )
+from selfsup.data.splits import holdout_split, stratified_holdout
 from selfsup.data.stats import channel_stats
 from selfsup.data.text import has_text
 from selfsup.registry import import_submodules

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from selfsup.data.sources import ArraySource, DataError, DataSplits, holdout_split
+from selfsup.data.pixels import PixelWindow
+from selfsup.data.sources import ArraySource, DataError, DataSplits
+from selfsup.data.splits import holdout_split
 
 KNOWN_KEYS = ("images", "labels", "test_images", "test_labels", "classes")
 
@@ -112,7 +114,12 @@ def _to_indices(train: np.ndarray | None, test: np.ndarray | None, classes, sour
     return out[0], out[1], names
 
 
-def open_npz(path: str | os.PathLike, channels: int = 3, seed: int = 0, holdout_fraction: float = 0.2) -> DataSplits:
+def open_npz(path: str | os.PathLike, channels: int | None = None, seed: int = 0, holdout_fraction: float = 0.2,
+             pixels: str = "auto") -> DataSplits:
+    """The splits of a ``.npz`` file. ``pixels``: ``"8bit"`` scales every array to uint8 (:func:`to_uint8`);
+    ``"raw"`` keeps the arrays as they are (float [0, 1] through a pixel window, :mod:`selfsup.data.pixels`);
+    ``"auto"`` keeps them raw unless they are uint8 pictures of 1 or 3 channels. ``channels`` None follows
+    the data (3 for 8-bit pictures)."""
     path = Path(path)
     source = str(path)
     try:
@@ -138,7 +145,10 @@ def open_npz(path: str | os.PathLike, channels: int = 3, seed: int = 0, holdout_
     if test_images is not None and test_images.shape[1] != c:
         raise DataError(f"{source}: key 'images' has {c} channels (shape {arrays['images'].shape}) but "
                         f"'test_images' has {test_images.shape[1]} (shape {arrays['test_images'].shape})")
-    if channels != c and {channels, c} != {1, 3}:
+    raw = pixels == "raw" or (pixels == "auto" and (images.dtype != np.uint8 or c not in (1, 3)))
+    if channels is None:
+        channels = c if raw else 3
+    if channels != c and (raw or {channels, c} != {1, 3}):
         raise DataError(
             f"{source}: key 'images' has shape {arrays['images'].shape}, i.e. {c} channel(s), but channels={channels} "
             f"was asked for (only 1 <-> 3 can be converted); set channels (data.channels) to {c}"
@@ -153,14 +163,19 @@ def open_npz(path: str | os.PathLike, channels: int = 3, seed: int = 0, holdout_
     if classes is not None:
         classes = [str(x) for x in np.asarray(classes).reshape(-1).tolist()]
     train_labels, test_labels, class_names = _to_indices(train_raw, test_raw, classes, source)
-    # One scaling rule for both splits, so that a pixel value means the same thing in train and test.
-    ranges = [value_range(x) for x in (images, test_images) if x is not None]
-    joint = (min(r[0] for r in ranges), max(r[1] for r in ranges))
-    images_u8 = to_uint8(images, joint)
-    test_u8 = to_uint8(test_images, joint) if test_images is not None else None
+    if raw:  # kept as they are; the pixel window comes from the statistics (selfsup.data.stats)
+        if images.dtype.kind not in "uif":
+            raise DataError(f"{source}: image arrays must be numeric, got dtype {images.dtype}")
+        images_u8, test_u8 = images, test_images
+    else:  # one scaling rule for both splits, so that a pixel value means the same thing in train and test
+        ranges = [value_range(x) for x in (images, test_images) if x is not None]
+        joint = (min(r[0] for r in ranges), max(r[1] for r in ranges))
+        images_u8 = to_uint8(images, joint)
+        test_u8 = to_uint8(test_images, joint) if test_images is not None else None
     name = path.stem
+    window = PixelWindow.full_range(images_u8.dtype, c) if raw else None
     train = ArraySource(np.ascontiguousarray(images_u8), channels=channels, labels=train_labels,
-                        classes=class_names if train_labels is not None else None, name=name)
+                        classes=class_names if train_labels is not None else None, name=name, window=window)
     if test_u8 is None:
         return holdout_split(train, holdout_fraction, seed)
     if test_labels is None:
@@ -168,5 +183,5 @@ def open_npz(path: str | os.PathLike, channels: int = 3, seed: int = 0, holdout_
                       stacklevel=3)
         return DataSplits(train=train, test=None)
     test = ArraySource(np.ascontiguousarray(test_u8), channels=channels, labels=test_labels, classes=class_names,
-                       name=f"{name}/test")
+                       name=f"{name}/test", window=window)
     return DataSplits(train=train, test=test)

@@ -11,7 +11,10 @@ antialiased resize the views use. ``cache_size`` defaults to 1.25 x ``data.image
 crops still have pixels to spare (the usual "resize to 1.25x, then crop" of ImageNet pipelines). The price:
 crops see only the centre square of non-square images, at that resolution.
 
-Where: ``<runs_dir>/.cache/<fingerprint>.u8`` (N, C, S, S) uint8, raw, plus ``<fingerprint>.json`` (shape,
+Raw domain folders (windowed float images, :mod:`selfsup.data.pixels`) are cached after their window, as
+uint16 (65536 levels of [0, 1], so 16-bit data keeps its precision); the window is part of the fingerprint.
+
+Where: ``<runs_dir>/.cache/<fingerprint>.u8`` (N, C, S, S) uint8 (uint16 for raw folders), plus ``<fingerprint>.json`` (shape,
 the folder's file-list hash, labels, classes, files that failed while building). The fingerprint covers the
 folder's path, its file list with sizes and mtimes (``FolderSource.fingerprint``), labels, channels and the
 size: change any of them and a new cache is built; otherwise it is reused without decoding anything. The
@@ -37,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.data.decode import DecodeError
+from selfsup.data.pixels import quantize_unit, unit_uint16_window
 from selfsup.data.sources import ArraySource, DataError, FolderSource, _hash, num_workers_for_io
 from selfsup.data.text import CaptionTable
 from selfsup.files import atomic_path, write_json_atomic
@@ -50,13 +54,20 @@ def default_cache_size(image_size: int) -> int:
 
 
 def fit_square(image: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 (C, H, W) -> uint8 (C, size, size): the centre square, bilinear with antialias, rounded."""
+    """(C, H, W) -> (C, size, size): the centre square, bilinear with antialias; uint8 in, uint8 out (rounded),
+    float [0, 1] in, float [0, 1] out."""
     h, w = image.shape[-2:]
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
     square = image[None, :, top:top + side, left:left + side].float()
     out = F.interpolate(square, size=(size, size), mode="bilinear", align_corners=False, antialias=side > size)
+    if image.dtype != torch.uint8:
+        return out[0].clamp_(0, 1)
     return out[0].round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _cache_dtype(source) -> np.dtype:
+    return np.dtype(np.uint16) if getattr(source, "raw", False) else np.dtype(np.uint8)
 
 
 def cache_fingerprint(source: FolderSource, size: int) -> str:
@@ -73,8 +84,10 @@ class CachedSource(ArraySource):
     def __init__(self, path: str | os.PathLike, meta: dict, bad_files: list[tuple[str, str]],
                  captions: CaptionTable | None = None):
         self.path, self.meta = str(path), meta
-        images = np.memmap(self.path, dtype=np.uint8, mode="r", shape=tuple(meta["shape"]))
-        super().__init__(images, labels=meta["labels"], classes=meta["classes"], name=meta["name"], captions=captions)
+        images = np.memmap(self.path, dtype=meta.get("dtype", "uint8"), mode="r", shape=tuple(meta["shape"]))
+        window = unit_uint16_window(meta["shape"][1]) if images.dtype == np.uint16 else None
+        super().__init__(images, labels=meta["labels"], classes=meta["classes"], name=meta["name"], captions=captions,
+                         window=window, channel_kind=meta.get("channel_kind"))
         self.bad_files = list(bad_files)
         self._fingerprint = meta["fingerprint"]  # ArraySource would hash every cached byte
 
@@ -83,7 +96,8 @@ class CachedSource(ArraySource):
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self.images = np.memmap(self.path, dtype=np.uint8, mode="r", shape=tuple(self.meta["shape"]))
+        self.images = np.memmap(self.path, dtype=self.meta.get("dtype", "uint8"), mode="r",
+                                shape=tuple(self.meta["shape"]))
 
     def __repr__(self) -> str:
         return f"CachedSource({self.name!r}, {tuple(self.images.shape)}, {self.path})"
@@ -93,7 +107,7 @@ def _read_meta(json_path: Path, u8_path: Path, fingerprint: str) -> dict | None:
     """The cache's metadata when a complete cache of this fingerprint is there, else None."""
     try:
         meta = json.loads(json_path.read_text())
-        complete = u8_path.stat().st_size == int(np.prod(meta["shape"]))
+        complete = u8_path.stat().st_size == int(np.prod(meta["shape"])) * np.dtype(meta.get("dtype", "uint8")).itemsize
     except (OSError, ValueError, KeyError, TypeError):
         return None
     current = meta.get("fingerprint") == fingerprint and meta.get("version") == CACHE_VERSION
@@ -104,13 +118,15 @@ def _decode_into(path: Path, source: FolderSource, size: int) -> dict[int, str]:
     """Decode every image of ``source`` into a new memmap file at ``path``, rows in source order with the
     rows of failed images removed; returns {index: reason} of the failed ones. The file is closed on return."""
     n = len(source)
-    images = np.memmap(path, dtype=np.uint8, mode="w+", shape=(n, source.channels, size, size))
+    dtype = _cache_dtype(source)
+    images = np.memmap(path, dtype=dtype, mode="w+", shape=(n, source.channels, size, size))
     failed: dict[int, str] = {}
 
     def fill(chunk: range) -> None:  # PIL and torch release the GIL while decoding and resizing
         for i in chunk:
             try:
-                images[i] = fit_square(source.get_image(i), size).numpy()
+                square = fit_square(source.get_image(i), size)
+                images[i] = quantize_unit(square) if dtype == np.uint16 else square.numpy()
             except DecodeError as error:
                 failed[i] = str(error)
 
@@ -135,11 +151,12 @@ def _build(source: FolderSource, size: int, u8_path: Path, json_path: Path, fing
             raise DataError(f"data.cache: none of the {len(source)} images of {source.root} could be decoded")
         shape = [len(keep), source.channels, size, size]
         if failed:
-            os.truncate(tmp, int(np.prod(shape)))
+            os.truncate(tmp, int(np.prod(shape)) * _cache_dtype(source).itemsize)
             for i, reason in sorted(failed.items()):
                 warnings.warn(f"data.cache: skipping {source.path(i)}: {reason}", stacklevel=3)
     labels = None if source.labels is None else source.labels[keep].tolist()
     meta = {"version": CACHE_VERSION, "fingerprint": fingerprint, "shape": shape,
+            "dtype": str(_cache_dtype(source)), "channel_kind": getattr(source, "channel_kind", None),
             "root": os.path.abspath(source.root), "files": source.fingerprint(), "name": f"{source.name} (cached)",
             "labels": labels, "classes": source.classes,
             "build_bad_files": [[source.path(i), reason] for i, reason in sorted(failed.items())]}

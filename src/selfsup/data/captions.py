@@ -39,7 +39,8 @@ import numpy as np
 
 from selfsup.data.badfiles import check_bad_fraction
 from selfsup.data.folder import check_file
-from selfsup.data.sources import DataError, DataSplits, FolderSource, holdout_split, num_workers_for_io
+from selfsup.data.sources import DataError, DataSplits, FolderSource, num_workers_for_io
+from selfsup.data.splits import holdout_split
 from selfsup.data.text import normalise_captions
 
 log = logging.getLogger(__name__)

@@ -6,6 +6,12 @@ Layouts understood (extensions are matched case-insensitively; hidden files/fold
     root/{class}/**/*.png                                       labelled; a stratified held-out test split is carved
     root/**/*.tif                                               unlabeled (images directly in root, or mixed)
 
+Raw domain images (``pixels="raw"``, or ``"auto"`` when the folder holds ``.npy`` / ``.npz`` / NIfTI / DICOM
+files, or TIFF / PNG files with other than 1 or 3 bands or other than 8 bits): every file of
+:data:`selfsup.data.readers.RAW_EXTENSIONS` is read as it is (bands, dtype, range), checked (NaN, inf, odd
+dtypes, tiny images) and held to the folder's majority band count, dtype and dimensionality; the files that
+differ are bad files with the reason and the fix. The pixel window comes later, from the statistics.
+
 Captions (image-text data): a ``<stem>.txt`` sidecar beside an image (same folder, same stem; one caption per
 line) makes the folder an image-text folder, in any of the layouts above. Then every image needs one: an image
 with a missing or empty sidecar is skipped and listed in ``bad_files``. A folder without sidecars is a plain
@@ -24,12 +30,17 @@ import numpy as np
 
 from selfsup.data.badfiles import check_bad_fraction
 from selfsup.data.decode import DecodeError, check_image
-from selfsup.data.sources import DataError, DataSplits, FolderSource, holdout_split, num_workers_for_io
+from selfsup.data.readers import RAW_EXTENSIONS, MissingExtra, RawInfo, consistency_problems, probe_raw, raw_extension
+from selfsup.data.sources import DataError, DataSplits, FolderSource, num_workers_for_io
+from selfsup.data.splits import holdout_split
 from selfsup.data.text import normalise_captions
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+PIXEL_MODES = ("auto", "8bit", "raw")
+_RAW_ONLY = tuple(e for e in RAW_EXTENSIONS if e not in IMAGE_EXTENSIONS)  # .npy .npz .nii .nii.gz .dcm
+_PROBED = 16  # files of a TIFF / PNG folder looked at to decide between 8-bit and raw
 _SKIPPED_DIRS = {"__MACOSX"}
 _TRAIN_NAMES = ("train",)
 _TEST_NAMES = ("test", "val")
@@ -50,7 +61,11 @@ def _hidden(name: str) -> bool:
     return name.startswith(".") or name in _SKIPPED_DIRS
 
 
-def _walk(root: Path) -> _Split:
+def _extension(filename: str) -> str:
+    return raw_extension(filename) or os.path.splitext(filename)[1].lower()
+
+
+def _walk(root: Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> _Split:
     split = _Split(root)
     seen_dirs: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
@@ -65,7 +80,7 @@ def _walk(root: Path) -> _Split:
             if _hidden(filename):
                 continue
             rel = filename if rel_dir == "." else f"{Path(rel_dir).as_posix()}/{filename}"
-            if os.path.splitext(filename)[1].lower() in IMAGE_EXTENSIONS:
+            if _extension(filename) in extensions:
                 split.paths.append(rel)
             else:
                 split.ignored.append(rel)
@@ -158,21 +173,79 @@ def _no_images_error(root: Path, ignored: list[str]) -> DataError:
     return DataError(msg)
 
 
-def open_folder(root: str | os.PathLike, channels: int = 3, max_bad_fraction: float = 0.1, seed: int = 0,
-                holdout_fraction: float = 0.2) -> DataSplits:
+def _probe(path: str) -> RawInfo | None:
+    try:
+        return probe_raw(path)
+    except MissingExtra:
+        return None  # e.g. TIFFs without tifffile: read by PIL as 8-bit pictures, as before the extra existed
+    except DecodeError:
+        return None
+
+
+def _is_raw(splits: dict[str, _Split]) -> bool:
+    """``pixels="auto"``: raw when some file only the raw readers read, or when one of the first TIFF / PNG
+    files has other than 1 or 3 bands or other than 8 bits."""
+    paths = [(s.root, p) for s in splits.values() for p in s.paths]
+    if any(_extension(p) in _RAW_ONLY for _, p in paths):
+        return True
+    probed = [_probe(str(root / p)) for root, p in paths if _extension(p) in (".tif", ".tiff", ".png")][:_PROBED]
+    return any(info is not None and (info.bands not in (1, 3) or info.dtype != "uint8" or info.ndim != 2)
+               for info in probed)
+
+
+def _scan_raw(jobs: list[str], channels: int | None) -> tuple[list[tuple[str | None, int, int]], int]:
+    """Probe every raw file: ([(reason or None, size, mtime)], the folder's band count)."""
+    def probe(path: str) -> tuple[str | None, int, int, RawInfo | None]:
+        try:
+            stat = os.stat(path)
+        except OSError as e:
+            return f"cannot stat file: {e.strerror or e}", 0, 0, None
+        try:
+            return None, stat.st_size, stat.st_mtime_ns, probe_raw(path)
+        except MissingExtra as error:
+            raise DataError(str(error)) from None
+        except DecodeError as error:
+            return str(error), stat.st_size, stat.st_mtime_ns, None
+
+    with ThreadPoolExecutor(num_workers_for_io()) as pool:
+        probed = list(pool.map(probe, jobs))
+    infos = {path: r[3] for path, r in zip(jobs, probed) if r[3] is not None}
+    if not infos:
+        return [(r[0], r[1], r[2]) for r in probed], channels or 0
+    majority, problems = consistency_problems(infos)
+    if majority.ndim != 2:
+        raise DataError(f"most files are 3-D volumes ({majority.files} files); 2-D training takes (bands, H, W) "
+                        "images: export slices, or give 2-D files")
+    if channels is not None and channels != majority.bands:
+        raise DataError(f"data.channels={channels}, but the images have {majority.bands} bands; leave data.channels "
+                        f"unset (it follows the data) or set it to {majority.bands}")
+    results = [(r[0] or problems.get(path), r[1], r[2]) for path, r in zip(jobs, probed)]
+    return results, majority.bands
+
+
+def open_folder(root: str | os.PathLike, channels: int | None = None, max_bad_fraction: float = 0.1, seed: int = 0,
+                holdout_fraction: float = 0.2, pixels: str = "auto") -> DataSplits:
+    """Open an image folder (layouts in the module docstring). ``channels``: 1 or 3 for 8-bit pictures (None:
+    3); raw data keeps its own band count (None, or that count). ``pixels``: ``"8bit"``, ``"raw"`` or
+    ``"auto"`` (:data:`PIXEL_MODES`)."""
     root = Path(root)
-    if channels not in (1, 3):
-        raise DataError(
-            f"{root}: image files give 1 (gray) or 3 (RGB) channels, not channels={channels}; use channels 1 or 3, "
-            "or bring multi-channel data as a .npz file (key 'images', shape (N, H, W, C) or (N, C, H, W))"
-        )
+    if pixels not in PIXEL_MODES:
+        raise DataError(f"data.pixels must be one of {', '.join(PIXEL_MODES)}, not {pixels!r}")
     dirs = _split_dirs(root)
-    if dirs is None:
-        splits = {"train": _walk(root)}
-    else:
-        splits = {"train": _walk(dirs[0])}
-        if dirs[1] is not None:
-            splits["test"] = _walk(dirs[1])
+    walk_extensions = IMAGE_EXTENSIONS if pixels == "8bit" else RAW_EXTENSIONS if pixels == "raw" else \
+        tuple(dict.fromkeys(IMAGE_EXTENSIONS + RAW_EXTENSIONS))
+    split_roots = {"train": root} if dirs is None else {"train": dirs[0], **({"test": dirs[1]} if dirs[1] else {})}
+    splits = {name: _walk(path, walk_extensions) for name, path in split_roots.items()}
+    raw = pixels == "raw" or (pixels == "auto" and _is_raw(splits))
+    if pixels == "auto":  # walk again with the extensions of the mode chosen
+        splits = {name: _walk(path, RAW_EXTENSIONS if raw else IMAGE_EXTENSIONS) for name, path in split_roots.items()}
+    if not raw and channels not in (None, 1, 3):
+        raise DataError(
+            f"{root}: 8-bit image files give 1 (gray) or 3 (RGB) channels, not channels={channels}; use channels 1 "
+            "or 3, data.pixels=raw for multi-band files (TIFF, .npy, .npz per image), or a .npz of arrays"
+        )
+    if not raw:
+        channels = channels or 3
     ignored = [str(s.root / p) for s in splits.values() for p in s.ignored]
     if not any(s.paths for s in splits.values()):
         raise _no_images_error(root, ignored)
@@ -184,8 +257,17 @@ def open_folder(root: str | os.PathLike, channels: int = 3, max_bad_fraction: fl
     # Decode every file (and read its caption) once so bad files are found now, not halfway through a run.
     jobs = [(str(s.root / p), str(s.root / sidecar_of(p)) if captioned else None)
             for s in splits.values() for p in s.paths]
-    with ThreadPoolExecutor(num_workers_for_io()) as pool:
-        results = list(pool.map(lambda job: _check_pair(job[0], channels, job[1]), jobs))
+    if raw:
+        scanned, channels = _scan_raw([job[0] for job in jobs], channels)
+        results = []
+        for (image, sidecar), (reason, size, mtime) in zip(jobs, scanned):
+            captions: list[str] = []
+            if reason is None and sidecar is not None:
+                reason, captions = _read_sidecar(sidecar)
+            results.append((reason, size, mtime, captions))
+    else:
+        with ThreadPoolExecutor(num_workers_for_io()) as pool:
+            results = list(pool.map(lambda job: _check_pair(job[0], channels, job[1]), jobs))
     bad = [(job[0], result[0]) for job, result in zip(jobs, results) if result[0] is not None]
     log.info("scanned %d image files under %s: %d bad, %d other files ignored", len(jobs), root, len(bad),
              len(ignored))
@@ -213,7 +295,7 @@ def open_folder(root: str | os.PathLike, channels: int = 3, max_bad_fraction: fl
             classes=classes if s.labelled else None, sizes=[res[i][1] for i in keep],
             mtimes_ns=[res[i][2] for i in keep], bad_files=bad_by_split[name], ignored_files=len(s.ignored),
             name=f"{root.name}/{name}" if dirs is not None else root.name,
-            captions=[res[i][3] for i in keep] if captioned else None,
+            captions=[res[i][3] for i in keep] if captioned else None, raw=raw,
         )
     if "train" not in sources:
         raise DataError(f"no decodable images in the train split {splits['train'].root}; see the bad files listed "

@@ -11,6 +11,7 @@ from selfsup.data.captions import MANIFEST_SUFFIXES, open_manifest
 from selfsup.data.folder import IMAGE_EXTENSIONS, open_folder
 from selfsup.data.shards import SHARD_SUFFIX, open_shards, shard_paths
 from selfsup.data.sources import DATASETS, DataError, DataSplits
+from selfsup.data.stats import window_raw_splits
 from selfsup.registry import did_you_mean
 
 
@@ -26,8 +27,9 @@ def _unknown(spec: str) -> DataError:
     )
 
 
-def open_data(spec: str | os.PathLike, channels: int = 3, max_bad_fraction: float = 0.1, seed: int = 0,
-              holdout_fraction: float = 0.2) -> DataSplits:
+def open_data(spec: str | os.PathLike, channels: int | None = None, max_bad_fraction: float = 0.1, seed: int = 0,
+              holdout_fraction: float = 0.2, pixels: str = "auto", stats: str | os.PathLike | None = None,
+              clip_percentiles: tuple[float, float] | None = (1.0, 99.0), log=lambda message: None) -> DataSplits:
     """Open ``spec``: a name in :data:`DATASETS`, a folder of images (with ``.txt`` caption sidecars: image-text
     pairs), a folder of ``.tar`` shards or one (:mod:`selfsup.data.shards`), a ``.npz`` file, or an image-text
     manifest (``.csv``, ``.jsonl``, ``.parquet``; :mod:`selfsup.data.captions`).
@@ -38,8 +40,13 @@ def open_data(spec: str | os.PathLike, channels: int = 3, max_bad_fraction: floa
     ``test=None``, unless it is image-text pairs: then a random ``holdout_fraction`` of the pairs is the test
     split (labels None), for image-text retrieval. See :mod:`selfsup.data.folder` and
     :mod:`selfsup.data.arrays` for the layouts.
+
+    ``channels`` None follows the data (3 for 8-bit pictures, the band count of raw data). Raw domain folders
+    (``pixels``, :mod:`selfsup.data.folder`) get their pixel window and normalisation from ``stats`` (a file of
+    ``selfsup data stats``), the folder's own statistics file, or statistics computed now
+    (:func:`selfsup.data.stats.window_raw_splits`), clipped at ``clip_percentiles``.
     """
-    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+    if channels is not None and (isinstance(channels, bool) or not isinstance(channels, int) or channels < 1):
         raise DataError(f"channels (data.channels) must be a positive integer, not {channels!r}")
     if not 0.0 <= max_bad_fraction <= 1.0:
         raise DataError(f"data.max_bad_fraction must lie in [0, 1], not {max_bad_fraction}")
@@ -50,19 +57,23 @@ def open_data(spec: str | os.PathLike, channels: int = 3, max_bad_fraction: floa
         if os.path.exists(text):
             warnings.warn(f"'{text}' is a registered dataset and also a path here; using the registered dataset "
                           f"(write './{text}' for the path)", stacklevel=2)
-        return DATASETS.get(text)(channels=channels)
+        opener = DATASETS.get(text)
+        return opener() if channels is None else opener(channels=channels)  # None: the dataset's own channels
     path = Path(os.path.expanduser(text))
     if path.is_dir():
-        opener = open_shards if shard_paths(path) else open_folder  # .tar files in it: a folder of shards
-        return opener(path, channels, max_bad_fraction, seed, holdout_fraction)
+        if shard_paths(path):  # .tar files in it: a folder of shards
+            return open_shards(path, channels or 3, max_bad_fraction, seed, holdout_fraction)
+        splits = open_folder(path, channels, max_bad_fraction, seed, holdout_fraction, pixels)
+        return window_raw_splits(splits, stats, clip_percentiles, root=path, log=log)
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix == ".npz":
-            return open_npz(path, channels, seed, holdout_fraction)
+            splits = open_npz(path, channels, seed, holdout_fraction, pixels)
+            return window_raw_splits(splits, stats, clip_percentiles, log=log)
         if suffix in MANIFEST_SUFFIXES:
-            return open_manifest(path, channels, max_bad_fraction, seed, holdout_fraction)
+            return open_manifest(path, channels or 3, max_bad_fraction, seed, holdout_fraction)
         if suffix == SHARD_SUFFIX:
-            return open_shards(path, channels, max_bad_fraction, seed, holdout_fraction)
+            return open_shards(path, channels or 3, max_bad_fraction, seed, holdout_fraction)
         raise DataError(f"{path} is a file but not a .npz file, an image-text manifest "
                         f"({', '.join(MANIFEST_SUFFIXES)}) or a {SHARD_SUFFIX} shard; give a folder of images, one "
                         f"of those files or one of the registered datasets ({', '.join(sorted(DATASETS))})")

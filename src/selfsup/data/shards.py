@@ -42,9 +42,9 @@ from selfsup.data.sources import (
     DataSplits,
     _check_labels,
     _hash,
-    holdout_split,
     num_workers_for_io,
 )
+from selfsup.data.splits import holdout_split
 from selfsup.data.text import CaptionTable, StringTable, normalise_captions
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,9 @@ import numpy as np
 import torch
 
 from selfsup.data.decode import DecodeError, decode_image
-from selfsup.data.text import CaptionTable, StringTable, has_text
+from selfsup.data.pixels import PixelWindow, default_channel_kind
+from selfsup.data.readers import read_raw
+from selfsup.data.text import CaptionTable, StringTable
 from selfsup.fields import IMAGE_FIELDS, IMAGE_TEXT_FIELDS
 from selfsup.registry import Registry
 
@@ -108,11 +110,28 @@ def _check_labels(labels: np.ndarray | None, classes: Sequence[str] | None, n: i
 
 class CaptionedSource:
     """Base of the sources that may carry captions (the field kind ``text``): ``fields``, ``captions`` (a
-    :class:`CaptionTable` or None) and ``get_text`` follow them."""
+    :class:`CaptionTable` or None) and ``get_text`` follow them. Also where raw (domain) sources keep their
+    pixel window (:mod:`selfsup.data.pixels`): ``window`` None means 8-bit pictures, decoded as uint8."""
 
     fields = IMAGE_FIELDS
     captions: CaptionTable | None = None
     name: str
+    window: PixelWindow | None = None
+    channel_kind: str = "rgb"
+    _fingerprint: str | None = None
+
+    def set_window(self, window: PixelWindow, mean: Sequence[float] | None = None,
+                   std: Sequence[float] | None = None) -> None:
+        """Window raw pixels by ``window`` from now on, normalised by ``mean``/``std`` (of the windowed data)."""
+        if window.channels != self.channels:
+            raise DataError(f"{self.name}: a pixel window of {window.channels} bands for {self.channels}-band images")
+        self.window = window
+        if mean is not None and std is not None:
+            self.mean, self.std = [float(m) for m in mean], [float(v) for v in std]
+        self._fingerprint = None
+
+    def _window_digest(self) -> tuple:
+        return () if self.window is None else (b"window", self.window.digest())
 
     def _attach_captions(self, captions: Sequence[str | Sequence[str]] | CaptionTable | None, n: int,
                          what: str) -> None:
@@ -161,8 +180,12 @@ class FolderSource(CaptionedSource):
         ignored_files: int = 0,
         name: str | None = None,
         captions: Sequence[str | Sequence[str]] | CaptionTable | None = None,
+        raw: bool = False,
+        window: PixelWindow | None = None,
+        channel_kind: str | None = None,
     ):
         self.root = str(root)
+        self.raw = bool(raw)
         self._paths = StringTable(paths)
         n = len(self._paths)
         self.channels = int(channels)
@@ -176,6 +199,8 @@ class FolderSource(CaptionedSource):
         self.ignored_files = int(ignored_files)
         self.name = name or os.path.basename(os.path.normpath(self.root))
         self._attach_captions(captions, n, f"folder {self.root}")
+        self.window = window
+        self.channel_kind = channel_kind or default_channel_kind(self.channels, self.raw)
         self._fingerprint: str | None = None
 
     def __len__(self) -> int:
@@ -191,12 +216,33 @@ class FolderSource(CaptionedSource):
         """Decode image ``index``; raises :class:`DecodeError` (with ``.path`` set) if it went bad after the scan."""
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} images")
+        if self.raw:
+            array = self.get_raw(index)
+            window = self.window or PixelWindow.full_range(array.dtype, self.channels)
+            return window.apply(array)
         path = self.path(index % len(self))
         try:
             return decode_image(path, self.channels)
         except DecodeError as e:
             e.path = path
             raise
+
+    def get_raw(self, index: int) -> np.ndarray:
+        """Raw folders: image ``index`` as its file holds it, (C, H, W) in its own dtype (:mod:`selfsup.data.readers`)."""
+        if not self.raw:
+            return decode_image(self.path(index % len(self)), self.channels).numpy()
+        path = self.path(index % len(self))
+        try:
+            array = read_raw(path)
+        except DecodeError as e:
+            e.path = path
+            raise
+        if array.shape[0] != self.channels:
+            error = DecodeError(f"{array.shape[0]} bands where the folder's images have {self.channels} (the file "
+                                "changed after the scan?)")
+            error.path = path
+            raise error
+        return array
 
     def fingerprint(self) -> str:
         """Hash of the relative paths, sizes and mtimes seen at scan time, labels, channels and captions."""
@@ -205,7 +251,8 @@ class FolderSource(CaptionedSource):
             labels = self.labels if self.labels is not None else np.zeros(0, np.int64)
             self._fingerprint = _hash(
                 b"folder", str(self.channels), blob, offsets, self._sizes, self._mtimes, labels,
-                "\n".join(self.classes or []), *self._caption_digest(),
+                "\n".join(self.classes or []), *self._caption_digest(), *((b"raw",) if self.raw else ()),
+                *self._window_digest(),
             )
         return self._fingerprint
 
@@ -215,7 +262,9 @@ class FolderSource(CaptionedSource):
 
 
 class ArraySource(CaptionedSource):
-    """Images in a ``uint8`` array ``(N, C, H, W)``; ``get_image`` converts C=3 -> 1 (luminance) or 1 -> 3.
+    """Images in an array ``(N, C, H, W)``: ``uint8`` pictures (``get_image`` converts C=3 -> 1 (luminance) or
+    1 -> 3), or raw data of any numeric dtype (uint16, int16, float32, ...) that ``get_image`` maps to float
+    [0, 1] through ``window`` (default: the dtype's full range; [0, 1] for floats; :mod:`selfsup.data.pixels`).
 
     ``mean``/``std``: optional per-channel statistics in [0, 1] units (of the *train* split) for
     normalization. The attributes exist only when given (code tests ``hasattr(source, "mean")``);
@@ -233,13 +282,22 @@ class ArraySource(CaptionedSource):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         captions: Sequence[str | Sequence[str]] | CaptionTable | None = None,
+        window: PixelWindow | None = None,
+        channel_kind: str | None = None,
     ):
         images = np.asarray(images)
-        if images.ndim != 4 or images.dtype != np.uint8:
-            raise DataError(f"{name}: ArraySource needs a uint8 array (N, C, H, W), got {images.dtype} {images.shape}")
+        if images.ndim != 4 or images.dtype.kind not in "uif":
+            raise DataError(f"{name}: ArraySource needs a numeric array (N, C, H, W), got {images.dtype} {images.shape}")
         self.images = images
         stored = images.shape[1]
+        self.raw = images.dtype != np.uint8 or window is not None
+        if self.raw and window is None:
+            window = PixelWindow.full_range(images.dtype, stored)
+        self.window = window
         self.channels = int(stored if channels is None else channels)
+        if self.raw and self.channels != stored:
+            raise DataError(f"{name}: raw images have {stored} bands; channels (data.channels) must be {stored} "
+                            "(or unset)")
         if self.channels != stored and {self.channels, stored} != {1, 3}:
             raise DataError(
                 f"{name}: images have {stored} channels, cannot provide {self.channels} "
@@ -253,12 +311,18 @@ class ArraySource(CaptionedSource):
             self.mean = [float(m) for m in mean]
             self.std = [float(s) for s in std]
         self._attach_captions(captions, len(images), name)
+        self.channel_kind = channel_kind or default_channel_kind(self.channels, self.raw)
         self._fingerprint: str | None = None
 
     def __len__(self) -> int:
         return len(self.images)
 
+    def get_raw(self, index: int) -> np.ndarray:
+        return np.asarray(self.images[index])
+
     def get_image(self, index: int) -> torch.Tensor:
+        if self.raw:
+            return self.window.apply(np.asarray(self.images[index]))
         image = self.images[index]
         stored = image.shape[0]
         if self.channels == 1 and stored == 3:
@@ -274,79 +338,10 @@ class ArraySource(CaptionedSource):
             labels = self.labels if self.labels is not None else np.zeros(0, np.int64)
             self._fingerprint = _hash(
                 b"array", str(self.channels), self.images, labels, "\n".join(self.classes or []),
-                *self._caption_digest(),
+                *self._caption_digest(), *self._window_digest(),
             )
         return self._fingerprint
 
     def __repr__(self) -> str:
         labelled = f", {len(self.classes)} classes" if self.classes is not None else ", unlabeled"
         return f"ArraySource({self.name!r}, {tuple(self.images.shape)}, channels={self.channels}{labelled})"
-
-
-def subset(source: ImageSource, indices: np.ndarray, name: str) -> ImageSource:
-    """A new source of the same kind holding ``indices`` of ``source`` (used for held-out splits), with their
-    captions when it has them."""
-    indices = np.asarray(indices, dtype=np.int64)
-    if hasattr(source, "take"):  # a source defined in a module above this one (tar shards) takes its own
-        return source.take(indices, name)
-    labels = None if source.labels is None else source.labels[indices]
-    captions = None if getattr(source, "captions", None) is None else source.captions.take(indices)
-    if isinstance(source, FolderSource):
-        return FolderSource(
-            source.root, [source.relpath(int(i)) for i in indices], channels=source.channels, labels=labels,
-            classes=source.classes, sizes=source._sizes[indices], mtimes_ns=source._mtimes[indices],
-            ignored_files=0, name=name, captions=captions,
-        )
-    if isinstance(source, ArraySource):
-        return ArraySource(
-            source.images[indices], channels=source.channels, labels=labels, classes=source.classes, name=name,
-            mean=getattr(source, "mean", None), std=getattr(source, "std", None), captions=captions,
-        )
-    raise TypeError(f"cannot take a subset of {type(source).__name__}")
-
-
-def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted ``(keep, held_out)`` indices: ``fraction`` of each class held out, deterministic given ``seed``.
-
-    Each class with at least two images keeps at least one and holds out at least one; a class with a single
-    image stays in ``keep``. Each class is shuffled with its own generator, so that adding images to one
-    class does not change the split of the others."""
-    keep, held = [], []
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
-        n_held = 0
-        if len(members) >= 2 and fraction > 0:
-            n_held = min(len(members) - 1, max(1, int(round(len(members) * fraction))))
-        members = np.random.default_rng([seed, int(c)]).permutation(members)
-        held.append(members[:n_held])
-        keep.append(members[n_held:])
-    return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
-
-
-def random_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted ``(keep, held_out)`` indices of ``n`` samples: ``fraction`` of them (at least one, never all when
-    ``n >= 2``) held out at random, deterministic given ``seed``. For unlabelled image-text pairs."""
-    n_held = min(n - 1, max(1, int(round(n * fraction)))) if n >= 2 and fraction > 0 else 0
-    order = np.random.default_rng([seed, n]).permutation(n)
-    return np.sort(order[n_held:]), np.sort(order[:n_held])
-
-
-def holdout_split(source: ImageSource, fraction: float, seed: int) -> DataSplits:
-    """Source without its own test split -> train on ``1 - fraction``, test on ``fraction``: stratified when
-    labelled (:func:`stratified_holdout`), at random for unlabelled image-text pairs (:func:`random_holdout`; a
-    test split with labels None, for image-text retrieval). Other unlabelled sources (or ``fraction == 0``) ->
-    test is None."""
-    if (source.labels is None and not has_text(source)) or fraction <= 0 or len(source) < 2:
-        return DataSplits(train=source, test=None)
-    if source.labels is None:
-        keep, held = random_holdout(len(source), fraction, seed)
-    else:
-        keep, held = stratified_holdout(source.labels, fraction, seed)
-    if len(held) == 0:
-        return DataSplits(train=source, test=None)
-    train = subset(source, keep, f"{source.name}/train")
-    test = subset(source, held, f"{source.name}/holdout")
-    train.bad_files = list(source.bad_files)
-    if isinstance(source, FolderSource):
-        train.ignored_files = source.ignored_files
-    return DataSplits(train=train, test=test)

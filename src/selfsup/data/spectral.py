@@ -30,20 +30,19 @@ cosine, on per-feature standardized flattened pixels) 46%; a logistic regression
 and stds 75%; with a handful of hand-made texture features (radial power spectrum and orientation of B4 and
 B8) added, 88%. A representation that sees texture has room.
 
-:func:`generate_volumes` is a toy 3-D set in the same spirit (a CT/microscopy-like stand-in for 3-D masked
-modelling): one-channel uint16 volumes of blobs, tubes, shells or layers at random pose, with the volume's
-mean, contrast, noise level and a smooth bias field drawn at random, so that only the 3-D structure tells the
-classes apart.
-
-:func:`write_geotiff_folder` writes images as 13-band GeoTIFFs in a class-folder layout (``tifffile``, the
-``tiff`` extra) to exercise the file readers on real files.
+Registered as the dataset ``spectral`` (5,000 train, 1,000 test, raw uint16 with the pixel window and
+normalisation of its train statistics, channel kind ``bands``). :func:`selfsup.data.geotiff.write_geotiff_folder`
+writes it as GeoTIFF files; :mod:`selfsup.data.volumes` is its 3-D counterpart.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import functools
 
 import numpy as np
+
+from selfsup.data.pixels import PixelWindow
+from selfsup.data.sources import DATASETS, ArraySource, DataError, DataSplits
+from selfsup.data.stats import DatasetStats, compute_stats
 
 SIZE = 32
 SCALE_FACTOR = 1e-4  # stored uint16 value x SCALE_FACTOR = reflectance, as Sentinel-2 L2A
@@ -313,137 +312,30 @@ def spectral_splits_arrays(train: int = 5000, test: int = 1000, seed: int = 0) -
             "classes": list(SPECTRAL_CLASSES)}
 
 
-# ------------------------------------------------------------------------------------------------ GeoTIFF
-# GeoKeyDirectory: header (version 1, revision 1.0, 4 keys), then (key, location 0 = value inline, count,
-# value) sorted by key: projected model, pixel-is-area, WGS 84 / UTM zone 32N (EPSG 32632), metres.
-_GEO_KEYS = (1, 1, 0, 4,
-             1024, 0, 1, 1,
-             1025, 0, 1, 1,
-             3072, 0, 1, 32632,
-             3076, 0, 1, 9001)
-_PIXEL_METRES = 10.0
-_ORIGIN = (500000.0, 5000000.0)  # easting/northing of the first tile's upper-left corner
-_TILES_PER_ROW = 100
+@functools.lru_cache(maxsize=2)
+def _spectral_arrays(train: int, test: int, seed: int) -> tuple[dict, DatasetStats]:
+    """The arrays and the train split's statistics (both deterministic: computed once per process)."""
+    arrays = spectral_splits_arrays(train, test, seed)
+    source = ArraySource(arrays["images"], window=PixelWindow.full_range(np.uint16, len(SPECTRAL_BANDS)))
+    return arrays, compute_stats(source, max_images=train)
 
 
-def write_geotiff_folder(root, images: np.ndarray, labels: np.ndarray, classes, split: str | None = None) -> list[Path]:
-    """Write each image as a 13-band uint16 GeoTIFF ``root/[split/]<class>/<index:05d>.tif``; return the paths.
-
-    Bands are stored planar (band-first, as the arrays), with a minimal valid GeoTIFF georeference: 10 m
-    pixels in WGS 84 / UTM 32N, image ``i`` a tile of a 100-wide grid (so tiles do not overlap). Also writes
-    ``root/bands.json`` (band names, wavelengths, scale factor, RGB bands, classes). Needs ``tifffile``."""
-    try:
-        import tifffile
-    except ImportError as error:  # the core install does not need it
-        raise ImportError("writing GeoTIFFs needs tifffile: pip install 'selfsup[tiff]'") from error
-    images, labels = np.asarray(images), np.asarray(labels)
-    if images.ndim != 4 or len(images) != len(labels):
-        raise ValueError(f"images must be (n, bands, h, w) with one label each, not {images.shape} and "
-                         f"{labels.shape}")
-    root = Path(root)
-    base = root / split if split else root
-    root.mkdir(parents=True, exist_ok=True)
-    bands = images.shape[1]
-    meta = {"bands": SPECTRAL_BANDS[:bands] if bands == len(SPECTRAL_BANDS) else [f"band{i}" for i in range(bands)],
-            "wavelengths_nm": SPECTRAL_WAVELENGTHS_NM if bands == len(SPECTRAL_BANDS) else None,
-            "scale_factor": SCALE_FACTOR, "rgb_bands": list(SPECTRAL_RGB_BANDS), "classes": list(classes)}
-    (root / "bands.json").write_text(json.dumps(meta, indent=2) + "\n")
-    paths = []
-    height, width = images.shape[2:]
-    for index, (image, label) in enumerate(zip(images, labels)):
-        folder = base / str(classes[int(label)])
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{index:05d}.tif"
-        row, col = divmod(index, _TILES_PER_ROW)
-        x0 = _ORIGIN[0] + col * width * _PIXEL_METRES
-        y0 = _ORIGIN[1] - row * height * _PIXEL_METRES
-        tags = [(33550, "d", 3, (_PIXEL_METRES, _PIXEL_METRES, 0.0), True),  # ModelPixelScaleTag
-                (33922, "d", 6, (0.0, 0.0, 0.0, x0, y0, 0.0), True),  # ModelTiepointTag: pixel (0,0) -> (x0,y0)
-                (34735, "H", len(_GEO_KEYS), _GEO_KEYS, True)]  # GeoKeyDirectoryTag
-        tifffile.imwrite(path, np.ascontiguousarray(image), photometric="minisblack", planarconfig="separate",
-                         extratags=tags)
-        paths.append(path)
-    return paths
-
-
-# ------------------------------------------------------------------------------------------------ 3-D volumes
-VOLUME_CLASSES = ["blobs", "tubes", "shells", "layers"]
-
-
-def _volume_structure(kind: int, rng: np.random.Generator, m: int, grid: np.ndarray) -> np.ndarray:
-    """(m, s, s, s) structure of one class in about [0, 1]; ``grid`` (3, s, s, s) voxel coordinates, centred."""
-    size = grid.shape[1]
-    points = grid.reshape(3, -1).T[None]  # (1, V, 3)
-    out = np.zeros((m, points.shape[1]), np.float32)
-    half = size / 2
-
-    def objects(lo, hi):  # up to hi random centres well inside the volume, the first lo..hi of them in use
-        count = rng.integers(lo, hi + 1, m)
-        centre = rng.uniform(-0.6 * half, 0.6 * half, (hi, m, 3)).astype(np.float32)
-        return [(centre[j], (j < count).astype(np.float32)[:, None]) for j in range(hi)]
-
-    if kind == 0:  # blobs: a few Gaussian balls
-        for c, used in objects(3, 6):
-            r = rng.uniform(0.08, 0.18, (m, 1)).astype(np.float32) * size
-            out = np.maximum(out, used * np.exp(-((points - c[:, None]) ** 2).sum(-1) / (2 * r ** 2)))
-    elif kind == 1:  # tubes: straight cylinders through random points in random directions
-        for c, used in objects(1, 3):
-            direction = rng.standard_normal((m, 1, 3)).astype(np.float32)
-            direction /= np.linalg.norm(direction, axis=-1, keepdims=True)
-            offset = points - c[:, None]
-            along = (offset * direction).sum(-1, keepdims=True)
-            d2 = ((offset - along * direction) ** 2).sum(-1)
-            r = rng.uniform(0.06, 0.12, (m, 1)).astype(np.float32) * size
-            out = np.maximum(out, used * np.exp(-d2 / (2 * r ** 2)))
-    elif kind == 2:  # shells: hollow spheres
-        for c, used in objects(1, 2):
-            radius = rng.uniform(0.2, 0.4, (m, 1)).astype(np.float32) * size
-            width = rng.uniform(0.04, 0.08, (m, 1)).astype(np.float32) * size
-            dist = np.sqrt(((points - c[:, None]) ** 2).sum(-1))
-            out = np.maximum(out, used * np.exp(-(dist - radius) ** 2 / (2 * width ** 2)))
-    else:  # layers: parallel sheets along a random normal
-        normal = rng.standard_normal((m, 1, 3)).astype(np.float32)
-        normal /= np.linalg.norm(normal, axis=-1, keepdims=True)
-        period = rng.uniform(0.2, 0.4, (m, 1)).astype(np.float32) * size
-        phase = rng.uniform(0, 2 * np.pi, (m, 1)).astype(np.float32)
-        wave = np.cos(2 * np.pi * (points * normal).sum(-1) / period + phase)
-        out = np.clip((wave - 0.3) * 1.5, 0, 1)
-    return out.reshape(m, size, size, size)
-
-
-def generate_volumes(n: int, seed: int, size: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` synthetic one-channel volumes: (volumes uint16 (n, 1, size, size, size), labels int64 (n,)).
-
-    Labels index :data:`VOLUME_CLASSES` (blobs, tubes, shells, layers) and are balanced. Each volume's
-    structure is standardized and then given a random mean (800-2,000), contrast, noise level and smooth
-    multiplicative bias field, so mean intensity and contrast carry no class information; only the 3-D shape
-    does. Deterministic for ``(n, seed, size)``."""
-    n, seed, size = int(n), int(seed), int(size)
-    if n < 0 or size < 4:
-        raise ValueError(f"need n >= 0 and size >= 4, not n={n}, size={size}")
-    labels = _balanced_labels(np.random.default_rng([seed, 2]), n, len(VOLUME_CLASSES))
-    grid = (np.mgrid[0:size, 0:size, 0:size].astype(np.float32) - (size - 1) / 2)
-    volumes = np.empty((n, 1, size, size, size), np.uint16)
-    chunk_size = max(1, (1 << 19) // size ** 3)  # ~0.5 M voxels per chunk
-    for chunk, start in enumerate(range(0, n, chunk_size)):
-        rng = np.random.default_rng([seed, 3, chunk])
-        part = labels[start:start + chunk_size]
-        m = len(part)
-        structure = np.empty((m, size, size, size), np.float32)
-        for c in range(len(VOLUME_CLASSES)):
-            where = np.flatnonzero(part == c)
-            if len(where):
-                structure[where] = _volume_structure(c, rng, len(where), grid)
-        structure -= structure.mean((1, 2, 3), keepdims=True)
-        structure /= structure.std((1, 2, 3), keepdims=True) + 1e-6
-        shape = (m, 1, 1, 1)
-        mean = rng.uniform(800, 2000, shape)
-        contrast = rng.uniform(150, 400, shape)
-        noise = rng.uniform(0.3, 0.8, shape) * contrast
-        direction = rng.standard_normal((m, 3))
-        direction /= np.linalg.norm(direction, axis=1, keepdims=True)
-        # Bias field: a linear ramp of +-10% across the volume, as coil or illumination falloff.
-        bias = 1 + 0.1 * np.einsum("mi,ixyz->mxyz", direction, grid / (size / 2))
-        value = (mean + contrast * structure + noise * rng.standard_normal(structure.shape)) * bias
-        volumes[start:start + m, 0] = np.clip(np.rint(value), 0, 65535).astype(np.uint16)
-    return volumes, labels
+@DATASETS.register("spectral")
+def open_spectral(channels: int | None = None, n_train: int = 5000, n_test: int = 1000, seed: int = 0,
+                  clip: tuple[float, float] = (1.0, 99.0)) -> DataSplits:
+    """The ``spectral`` dataset: 13-band uint16 train and test :class:`ArraySource`, channel kind ``bands``,
+    windowed at the ``clip`` percentiles of the train split's statistics (``stats`` on the train source) and
+    normalised by the windowed train data's mean and std."""
+    if channels not in (None, len(SPECTRAL_BANDS)):
+        raise DataError(f"the spectral dataset has {len(SPECTRAL_BANDS)} bands; leave data.channels unset or set "
+                        f"it to {len(SPECTRAL_BANDS)}, not {channels}")
+    arrays, stats = _spectral_arrays(int(n_train), int(n_test), int(seed))
+    window, (mean, std) = stats.window(clip), stats.unit_mean_std(clip)
+    train = ArraySource(arrays["images"], labels=arrays["labels"], classes=SPECTRAL_CLASSES, name="spectral/train",
+                        window=window, mean=mean, std=std)
+    test = ArraySource(arrays["test_images"], labels=arrays["test_labels"], classes=SPECTRAL_CLASSES,
+                       name="spectral/test", window=window, mean=mean, std=std)
+    train.stats = stats
+    for source in (train, test):
+        source.band_names, source.rgb_bands = list(SPECTRAL_BANDS), SPECTRAL_RGB_BANDS  # for display
+    return DataSplits(train=train, test=test)

@@ -20,7 +20,7 @@ from selfsup.config import Config
 from selfsup.data.cache import open_cached
 from selfsup.dist import DistInfo, all_reduce_mean, barrier
 from selfsup.engine.checkpoint import LoopState, rng_state, set_rng_state
-from selfsup.views.dataset import EpochBatchSampler, ViewCollate, ViewDataset, fixed_image_size
+from selfsup.views.dataset import EpochBatchSampler, ViewCollate, ViewDataset, channel_kind_of, fixed_image_size
 from selfsup.views.device import DeviceViews, seconds_per_batch
 from selfsup.views.preprocess import Preprocess
 from selfsup.views.spec import ViewSpec
@@ -105,12 +105,13 @@ def build_train_data(cfg: Config, source, views: ViewSpec, preprocess: Preproces
         raise ValueError(f"an optimizer step takes train.accumulate={tc.accumulate} micro-batches of {micro_batch} "
                          f"images, more than one epoch holds ({len(source)} images over {world} process(es)): "
                          "lower train.accumulate or train.batch_size, or add data")
-    to_device = BatchToDevice(dist_info.device, DeviceViews(views, preprocess), channels_last)
+    kind = channel_kind_of(source)
+    to_device = BatchToDevice(dist_info.device, DeviceViews(views, preprocess, kind), channels_last)
 
     def make_loader(augment: str) -> DataLoader:
         workers = cfg.data.num_workers
         return DataLoader(ViewDataset(source, views, cfg.data.image_size, cfg.seed, augment),
-                          batch_sampler=sampler, num_workers=workers, collate_fn=ViewCollate(preprocess),
+                          batch_sampler=sampler, num_workers=workers, collate_fn=ViewCollate(preprocess, kind),
                           pin_memory=dist_info.device.type == "cuda", worker_init_fn=_worker_init if workers else None,
                           persistent_workers=False, prefetch_factor=4 if workers else None)
 

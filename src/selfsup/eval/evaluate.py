@@ -201,8 +201,8 @@ def evaluate_any_backbone(backbone: str, data: str, *, weights=None, out_dir=Non
     set, ``data.mean`` / ``data.std``. Results go to ``out_dir`` (default ``<runs_dir>/eval-<name>-<time>``).
     """
     cfg = cfg or Config()
-    towers, model, meta, trained = load_any_towers(backbone, weights, cfg.data.channels, cfg.seed, log)
-    channels = int(meta["spec"].get("in_channels", cfg.data.channels))
+    towers, model, meta, trained = load_any_towers(backbone, weights, cfg.data.channels or 3, cfg.seed, log)
+    channels = int(meta["spec"].get("in_channels", cfg.data.channels or 3))
     splits = open_run_data(cfg, data, channels=channels)
     size = int(image_size or meta.get("image_size") or cfg.data.image_size)
     if "normalization" in meta and (cfg.data.mean is None or cfg.data.std is None):  # the config's own wins

@@ -81,8 +81,8 @@ class FinetuneSettings(SettingsModel):
 # ------------------------------------------------------------------------------------------------- images
 def _with_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
     """As :func:`eval_transform` does: a single-channel image is repeated, any other mismatch is an error."""
-    if image.ndim != 3 or image.dtype != torch.uint8:
-        raise ValueError(f"expected a uint8 image (C, H, W), got {image.dtype} {tuple(image.shape)}")
+    if image.ndim != 3 or not (image.dtype == torch.uint8 or image.is_floating_point()):
+        raise ValueError(f"expected a uint8 or float image (C, H, W), got {image.dtype} {tuple(image.shape)}")
     if image.shape[0] == channels:
         return image
     if image.shape[0] == 1:

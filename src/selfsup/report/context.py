@@ -15,7 +15,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 import torch
 
-from selfsup.data.sources import subset
+from selfsup.data.splits import subset
 from selfsup.eval.features import extract_features, feature_cache_key
 from selfsup.eval.image_text import encode_images
 from selfsup.export import load_backbone

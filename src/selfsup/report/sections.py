@@ -214,7 +214,7 @@ def augmented_views(ctx: RunContext, samples: int = 4) -> str:
     # The sample order of epoch 0 depends on (seed, epoch) only, so batches of one give its first samples.
     sampler = EpochBatchSampler(len(train), 1, cfg.seed)
     order = [batch[0][1] for batch, _ in zip(sampler, range(samples))]
-    batch = ViewCollate(Preprocess(cfg.data.image_size, mean, std))([dataset[(0, index)] for index in order])
+    batch = ViewCollate(Preprocess(cfg.data.image_size, mean, std), dataset.kind)([dataset[(0, index)] for index in order])
     mean_t = torch.tensor(mean).view(1, -1, 1, 1)
     std_t = torch.tensor(std).view(1, -1, 1, 1)
     views = [(v * std_t + mean_t).clamp(0, 1) for v in batch["views"]]  # undo the normalisation for display

@@ -9,9 +9,11 @@ The same stage 1 also runs batched on the training device (``data.augment=device
 from the same parameters: :func:`draw_view_params` is the one place that consumes a view's randomness.
 
 Stage 2 (:func:`apply_photometric`, per batch, in the collate step of the workers or on the accelerator):
-colour jitter, grayscale, blur and solarize with each sample's own parameters, vectorized over the batch.
-Per-sample torch calls on 32 px images cost ~10 us of dispatch each; batching them makes the colour stage
-almost free.
+the photometric operations of :data:`VIEW_OPS` that the images' channel kind allows (``rgb``, ``gray``,
+``bands``: :mod:`selfsup.data.pixels`), with each sample's own parameters, vectorized over the batch. Colour
+jitter, grayscale and solarize assume a display-referred picture and never touch measurements; those get
+per-band jitter, spectral tilt, band dropout and noise (:mod:`selfsup.views.bands`). Per-sample torch calls
+on 32 px images cost ~10 us of dispatch each; batching them makes the colour stage almost free.
 
 The SimCLR augmentation (Chen et al., "A Simple Framework for Contrastive Learning of Visual
 Representations", ICML 2020, appendix A): random resized crop, horizontal flip, colour jitter (p=0.8) in
@@ -21,18 +23,46 @@ from __future__ import annotations
 
 import math
 import random
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
+from selfsup.data.pixels import CHANNEL_KINDS, default_channel_kind
+from selfsup.registry import Registry
 from selfsup.views.spec import CropSpec
 
 # Photometric parameter vector of one view (stage 2), column by column.
 P_JITTER, P_BRIGHT, P_CONTRAST, P_SAT, P_HUE = 0, 1, 2, 3, 4
 P_ORDER = slice(5, 9)  # rank of brightness, contrast, saturation, hue in the random order
 P_GRAY, P_BLUR, P_SIGMA, P_SOLARIZE = 9, 10, 11, 12
-NUM_PARAMS = 13
+# Channel kind "bands" only (zero otherwise, and drawn only then, so other views keep their random streams):
+# the seed of the per-band values, the strengths of band jitter, the spectral tilt, band dropout and noise.
+P_BAND_SEED, P_BAND_BRIGHT, P_BAND_CONTRAST, P_TILT_ON, P_TILT = 13, 14, 15, 16, 17
+P_DROPOUT, P_DROP_RATE, P_NOISE, P_NOISE_STD = 18, 19, 20, 21
+NUM_PARAMS = 22
+RGB, GRAY, BANDS = CHANNEL_KINDS
+ALL_KINDS = frozenset(CHANNEL_KINDS)
+
+
+@dataclass(frozen=True)
+class ViewOp:
+    """One view operation: the channel kinds it may touch, its stage (``geometry``: per sample in stage 1,
+    every kind; ``photometry``: batched in stage 2), and for photometry ``apply(x, params) -> x`` on the
+    selected images and the column of ``params`` that selects them (> 0.5)."""
+
+    kinds: frozenset[str]
+    stage: str
+    apply: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    gate: int | None = None
+
+
+#: Every view operation, registered where it is defined, with the channel kinds it is allowed on; stage 2
+#: applies an operation only to images of those kinds (tests/test_views.py checks it for every entry).
+VIEW_OPS: Registry[ViewOp] = Registry("view op", key="data.channel_kind")
+for _name in ("random_resized_crop", "horizontal_flip", "vertical_flip", "rotate90"):
+    VIEW_OPS.add(_name, ViewOp(ALL_KINDS, "geometry"))
 
 
 def sample_generator(seed: int, epoch: int, index: int, salt: int = 0) -> random.Random:
@@ -67,17 +97,17 @@ def crop_box(height: int, width: int, scale, ratio, gen: random.Random) -> tuple
 
 
 def resized_crop(image: torch.Tensor, top: int, left: int, h: int, w: int, size: int) -> torch.Tensor:
-    """Crop and bilinearly resize a uint8 (C, H, W) image to float (C, size, size) in [0, 1]."""
+    """Crop and bilinearly resize a (C, H, W) image (uint8, or float in [0, 1]) to float (C, size, size) in [0, 1]."""
     crop = image[None, :, top:top + h, left:left + w].float()
     out = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=h > size or w > size)
-    return out[0].div_(255).clamp_(0, 1)
+    return (out[0].div_(255) if image.dtype == torch.uint8 else out[0]).clamp_(0, 1)
 
 
-def photometric_params(spec: CropSpec, gen: random.Random) -> torch.Tensor:
-    return torch.tensor(photometric_values(spec, gen))
+def photometric_params(spec: CropSpec, gen: random.Random, kind: str = RGB) -> torch.Tensor:
+    return torch.tensor(photometric_values(spec, gen, kind))
 
 
-def photometric_values(spec: CropSpec, gen: random.Random) -> list[float]:
+def photometric_values(spec: CropSpec, gen: random.Random, kind: str = RGB) -> list[float]:
     """:func:`photometric_params` as a list (a tensor per view costs more than drawing the view's parameters)."""
     p = [0.0] * NUM_PARAMS
     p[P_JITTER] = float(gen.random() < spec.jitter_p)
@@ -92,11 +122,19 @@ def photometric_values(spec: CropSpec, gen: random.Random) -> list[float]:
     p[P_BLUR] = float(gen.random() < spec.blur_p)
     p[P_SIGMA] = gen.uniform(*spec.blur_sigma)
     p[P_SOLARIZE] = float(gen.random() < spec.solarize_p)
+    if kind == BANDS:
+        p[P_BAND_SEED] = float(gen.getrandbits(24))  # exact in float32: the per-band values derive from it
+        p[P_BAND_BRIGHT], p[P_BAND_CONTRAST] = spec.band_brightness, spec.band_contrast
+        p[P_TILT_ON] = float(gen.random() < spec.jitter_p)
+        p[P_TILT] = gen.uniform(-spec.spectral_tilt, spec.spectral_tilt)
+        p[P_DROPOUT], p[P_DROP_RATE] = float(gen.random() < spec.band_dropout_p), spec.band_dropout_rate
+        p[P_NOISE], p[P_NOISE_STD] = float(gen.random() < spec.noise_p), spec.noise_std
     return p
 
 
 class ViewParams(NamedTuple):
-    """Every random choice of one view: crop box (pixels of the source image), flip, photometric parameters."""
+    """Every random choice of one view: crop box (pixels of the source image), flips, quarter turns,
+    photometric parameters."""
 
     top: int
     left: int
@@ -104,30 +142,42 @@ class ViewParams(NamedTuple):
     width: int
     flip: bool
     photometric: list[float]  # NUM_PARAMS values, columns P_*
+    vflip: bool = False
+    quarter_turns: int = 0
 
     def row(self) -> list[float]:
-        """top, left, height, width, flip, then the photometric parameters: a view's row in the parameter
-        tensor of the device path (:mod:`selfsup.views.device`)."""
-        return [self.top, self.left, self.height, self.width, float(self.flip), *self.photometric]
+        """top, left, height, width, flip, vertical flip, quarter turns, then the photometric parameters: a
+        view's row in the parameter tensor of the device path (:mod:`selfsup.views.device`)."""
+        return [self.top, self.left, self.height, self.width, float(self.flip), float(self.vflip),
+                float(self.quarter_turns), *self.photometric]
 
 
-def draw_view_params(height: int, width: int, spec: CropSpec, gen: random.Random) -> ViewParams:
+def draw_view_params(height: int, width: int, spec: CropSpec, gen: random.Random, kind: str = RGB) -> ViewParams:
     """Draw one view's parameters for a (height, width) image from the sample's generator.
 
-    The single place where a view's randomness is consumed, in a fixed order (crop box, flip, photometry):
-    the per-sample path (:func:`make_view`) and the batched device path (:mod:`selfsup.views.device`) both
-    call it, so a sample gets the same view whichever path makes it."""
+    The single place where a view's randomness is consumed, in a fixed order (crop box, flip, the overhead
+    flip and turn when asked, photometry): the per-sample path (:func:`make_view`) and the batched device path
+    (:mod:`selfsup.views.device`) both call it, so a sample gets the same view whichever path makes it. Draws
+    that a spec or kind does not use are not made, so adding an option leaves other runs' views unchanged."""
     top, left, h, w = crop_box(height, width, spec.scale, spec.ratio, gen)
     flip = gen.random() < spec.flip_p
-    return ViewParams(top, left, h, w, flip, photometric_values(spec, gen))
+    vflip = spec.vflip_p > 0 and gen.random() < spec.vflip_p
+    turns = gen.randrange(4) if spec.rot90 else 0
+    return ViewParams(top, left, h, w, flip, photometric_values(spec, gen, kind), vflip, turns)
 
 
-def make_view(image: torch.Tensor, spec: CropSpec, size: int, gen: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stage 1: the cropped, resized, flipped float view (C, size, size) and its photometric parameters."""
-    p = draw_view_params(image.shape[-2], image.shape[-1], spec, gen)
+def make_view(image: torch.Tensor, spec: CropSpec, size: int, gen: random.Random,
+              kind: str = RGB) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage 1: the cropped, resized, flipped (and turned) float view (C, size, size) and its photometric
+    parameters."""
+    p = draw_view_params(image.shape[-2], image.shape[-1], spec, gen, kind)
     view = resized_crop(image, p.top, p.left, p.height, p.width, size)
     if p.flip:
         view = view.flip(-1)
+    if p.vflip:
+        view = view.flip(-2)
+    if p.quarter_turns:
+        view = torch.rot90(view, p.quarter_turns, dims=(-2, -1))
     return view, torch.tensor(p.photometric)
 
 
@@ -207,7 +257,21 @@ def _solarize(x, p):
     return torch.where(x >= 0.5, 1 - x, x)
 
 
-_JITTER_OPS = (_brightness, _contrast, _saturation, _hue)
+def _photometric(kinds: frozenset[str], apply, gate: int | None = None) -> ViewOp:
+    return ViewOp(frozenset(kinds), "photometry", apply, gate)
+
+
+# The colour jitter ops run first, each image in its own random order (P_ORDER); the rest follow in registry
+# order. Brightness and contrast act on a whole 8-bit picture; the others need colour, or a display-referred
+# intensity (solarize).
+_JITTER = ("brightness", "contrast", "saturation", "hue")
+VIEW_OPS.add("brightness", _photometric({RGB, GRAY}, _brightness, P_JITTER))
+VIEW_OPS.add("contrast", _photometric({RGB, GRAY}, _contrast, P_JITTER))
+VIEW_OPS.add("saturation", _photometric({RGB}, _saturation, P_JITTER))
+VIEW_OPS.add("hue", _photometric({RGB}, _hue, P_JITTER))
+VIEW_OPS.add("grayscale", _photometric({RGB}, _gray, P_GRAY))
+VIEW_OPS.add("gaussian_blur", _photometric(ALL_KINDS, _blur, P_BLUR))
+VIEW_OPS.add("solarize", _photometric({RGB, GRAY}, _solarize, P_SOLARIZE))
 
 
 def _apply_to(x: torch.Tensor, params: torch.Tensor, mask: torch.Tensor, fn) -> torch.Tensor:
@@ -218,17 +282,23 @@ def _apply_to(x: torch.Tensor, params: torch.Tensor, mask: torch.Tensor, fn) -> 
     return x
 
 
-def apply_photometric(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-    """Stage 2 on a batch of views (B, C, H, W) in [0, 1] with their parameters (B, NUM_PARAMS); returns a new tensor."""
+def apply_photometric(x: torch.Tensor, params: torch.Tensor, kind: str | None = None) -> torch.Tensor:
+    """Stage 2 on a batch of views (B, C, H, W) in [0, 1] with their parameters (B, NUM_PARAMS), for images of
+    channel kind ``kind`` (None: rgb for 3 channels, gray for 1, bands otherwise): only the operations of
+    :data:`VIEW_OPS` allowed on that kind; returns a new tensor."""
+    kind = kind or default_channel_kind(x.shape[1], raw=False)
+    if kind not in ALL_KINDS:
+        raise ValueError(f"unknown channel kind {kind!r}; one of {', '.join(sorted(ALL_KINDS))}")
     x = x.clone()
     params = params.to(x.device)
-    rgb = x.shape[1] == 3
-    ops = _JITTER_OPS if rgb else _JITTER_OPS[:2]  # saturation and hue need colour
+    allowed = {name: op for name, op in ((n, VIEW_OPS.get(n)) for n in VIEW_OPS.names())
+               if op.stage == "photometry" and kind in op.kinds}
     jitter, rank = params[:, P_JITTER] > 0.5, params[:, P_ORDER]
     for slot in range(4):  # each image applies its jitter ops in its own random order
-        for op_index, fn in enumerate(ops):
-            x = _apply_to(x, params, jitter & (rank[:, op_index] == slot), fn)
-    if rgb:
-        x = _apply_to(x, params, params[:, P_GRAY] > 0.5, _gray)
-    x = _apply_to(x, params, params[:, P_BLUR] > 0.5, _blur)
-    return _apply_to(x, params, params[:, P_SOLARIZE] > 0.5, _solarize)
+        for op_index, name in enumerate(_JITTER):
+            if name in allowed:
+                x = _apply_to(x, params, jitter & (rank[:, op_index] == slot), allowed[name].apply)
+    for name, op in allowed.items():
+        if name not in _JITTER:
+            x = _apply_to(x, params, params[:, op.gate] > 0.5, op.apply)
+    return x

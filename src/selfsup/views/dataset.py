@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from selfsup.data.decode import DecodeError
+from selfsup.data.pixels import default_channel_kind
 from selfsup.fields import IMAGE, IMAGE_FIELDS, TEXT
 from selfsup.registry import Registry
 from selfsup.views.augment import apply_photometric, draw_view_params, make_view, sample_generator
@@ -22,8 +23,8 @@ from selfsup.views.spec import ViewSpec
 from selfsup.views.text import choose_caption, require_text_extra, tokenize
 
 
-#: View operations per field kind (selfsup.fields): ``(value, crop, size, generator) -> (view, params)``. A
-#: source's fields decide which one makes its views; images are the first kind.
+#: View operations per field kind (selfsup.fields): ``(value, crop, size, generator, channel_kind) -> (view,
+#: params)``. A source's fields decide which one makes its views; images are the first kind.
 FIELD_VIEWS: Registry = Registry("view operation", key="source.fields", plural="view operations (by field kind)")
 FIELD_VIEWS.add(IMAGE.name, make_view)
 
@@ -53,6 +54,13 @@ def check_text_field(source, views: ViewSpec) -> None:
     require_text_extra()
 
 
+def channel_kind_of(source) -> str:
+    """Which photometric operations the images of ``source`` take (:mod:`selfsup.data.pixels`): its own
+    ``channel_kind``, else rgb / gray by channel count."""
+    kind = getattr(source, "channel_kind", None)
+    return kind or default_channel_kind(int(getattr(source, "channels", 3)), raw=False)
+
+
 def fixed_image_size(source) -> tuple[int, int] | None:
     """(H, W) shared by every image of ``source``, or None when sizes may differ (image folders): batching raw
     images, as ``data.augment=device`` does, needs one size."""
@@ -69,6 +77,7 @@ class ViewDataset(Dataset):
         self.augment = augment
         self.epoch = 0
         self.make_view = FIELD_VIEWS.get(viewed_field(source)[1])
+        self.kind = channel_kind_of(source)
         if views.masks is not None:
             check_mask_spec(views.masks, views.view_sizes(image_size))
         check_text_field(source, views)
@@ -95,15 +104,15 @@ class ViewDataset(Dataset):
             size = crop.size or self.image_size
             for _ in range(crop.count):
                 if self.augment == "device":  # the same generator calls as make_view, hence the same views
-                    params.append(draw_view_params(image.shape[-2], image.shape[-1], crop, gen).row())
+                    params.append(draw_view_params(image.shape[-2], image.shape[-1], crop, gen, self.kind).row())
                 else:
-                    view, p = self.make_view(image, crop, size, gen)
+                    view, p = self.make_view(image, crop, size, gen, self.kind)
                     views.append(view)
                     params.append(p)
         labels = getattr(self.source, "labels", None)
         label = int(labels[index]) if labels is not None else -1  # supervised references (SupCon) only
         if self.augment == "device":
-            sample = {"image": image, "view_params": torch.tensor(params)}  # (views, 5 + NUM_PARAMS)
+            sample = {"image": image, "view_params": torch.tensor(params)}  # (views, GEOMETRY + NUM_PARAMS)
         else:
             sample = {"views": views, "params": params}
         sample.update(index=index, label=label)
@@ -117,12 +126,13 @@ class ViewDataset(Dataset):
 
 
 class ViewCollate:
-    """Stacks a batch and runs the batched photometric stage and normalisation with ``preprocess``'s mean and
-    std (in the worker process); in device mode it only stacks images and parameters (selfsup.views.device
-    does the rest)."""
+    """Stacks a batch and runs the batched photometric stage (the operations of ``channel_kind``) and
+    normalisation with ``preprocess``'s mean and std (in the worker process); in device mode it only stacks
+    images and parameters (selfsup.views.device does the rest)."""
 
-    def __init__(self, preprocess: Preprocess):
+    def __init__(self, preprocess: Preprocess, channel_kind: str | None = None):
         self.mean, self.std = preprocess.mean_std()
+        self.kind = channel_kind
 
     def __call__(self, samples: list[dict]) -> dict:
         if "image" in samples[0]:  # device mode
@@ -133,7 +143,7 @@ class ViewCollate:
             for v in range(len(samples[0]["views"])):
                 stacked = torch.stack([s["views"][v] for s in samples])
                 params = torch.stack([s["params"][v] for s in samples])
-                views.append((apply_photometric(stacked, params) - self.mean) / self.std)
+                views.append((apply_photometric(stacked, params, self.kind) - self.mean) / self.std)
             batch = {"views": views}
         batch["index"] = torch.tensor([s["index"] for s in samples])
         batch["label"] = torch.tensor([s.get("label", -1) for s in samples])

@@ -1,6 +1,6 @@
 """Views made on the training device, a whole batch at a time (``data.augment=device``).
 
-The DataLoader workers then only fetch each sample's uint8 image and draw its views' parameters with
+The DataLoader workers then only fetch each sample's image (uint8, or float in [0, 1]) and draw its views' parameters with
 :func:`~selfsup.views.augment.draw_view_params`, the very calls :func:`~selfsup.views.augment.make_view`
 makes: both paths see the same crop boxes, flips and colour parameters, sample by sample, and the
 reproducibility rules of docs/ARCHITECTURE.md hold unchanged. Why: the per-sample stage 1 pays torch's dispatch cost
@@ -44,10 +44,11 @@ from selfsup.views.augment import apply_photometric
 from selfsup.views.preprocess import Preprocess
 from selfsup.views.spec import ViewSpec
 
-# Columns of a view's parameter row (ViewParams.row()): the crop box in pixels of the source image, the flip
-# as 0/1, then the photometric parameters (columns P_* of selfsup.views.augment).
-G_TOP, G_LEFT, G_HEIGHT, G_WIDTH, G_FLIP = range(5)
-GEOMETRY, PHOTOMETRIC = slice(0, 5), slice(5, None)
+# Columns of a view's parameter row (ViewParams.row()): the crop box in pixels of the source image, the flips
+# as 0/1, the quarter turns, then the photometric parameters (columns P_* of selfsup.views.augment).
+G_TOP, G_LEFT, G_HEIGHT, G_WIDTH, G_FLIP, G_VFLIP, G_TURNS = range(7)
+NUM_GEOMETRY = 7
+GEOMETRY, PHOTOMETRIC = slice(0, NUM_GEOMETRY), slice(NUM_GEOMETRY, None)
 
 
 def resize_weights(start: torch.Tensor, length: torch.Tensor, size: int, source: int) -> torch.Tensor:
@@ -71,45 +72,56 @@ def resize_weights(start: torch.Tensor, length: torch.Tensor, size: int, source:
 
 
 def crop_resize_flip(images: torch.Tensor, geometry: torch.Tensor, size: int) -> torch.Tensor:
-    """All views of one crop group at once: uint8 images (B, C, H, W) and their views' geometry (B, V, 5)
-    (columns G_*) -> float views (B, V, C, size, size) in [0, 1]."""
+    """All views of one crop group at once: images (B, C, H, W), uint8 or float in [0, 1], and their views'
+    geometry (B, V, NUM_GEOMETRY) (columns G_*) -> float views (B, V, C, size, size) in [0, 1]."""
     batch, views = geometry.shape[:2]
     channels, height, width = images.shape[-3:]
-    rows = geometry.reshape(-1, 5).to(images.device)
+    rows = geometry.reshape(-1, NUM_GEOMETRY).to(images.device)
     wy = resize_weights(rows[:, G_TOP], rows[:, G_HEIGHT], size, height)
     wx = resize_weights(rows[:, G_LEFT], rows[:, G_WIDTH], size, width)
-    flip = rows[:, G_FLIP] > 0.5
+    flip, vflip = rows[:, G_FLIP] > 0.5, rows[:, G_VFLIP] > 0.5
     wx = torch.where(flip[:, None, None], wx.flip(1), wx)  # a mirrored view reads its columns right to left
+    wy = torch.where(vflip[:, None, None], wy.flip(1), wy)  # and an upside-down one its rows bottom to top
     # Rows first, with the V views of an image stacked along M and its channels along N: each image is read
     # once and never copied per view or channel. Then columns, per view.
     x = images.float().permute(0, 2, 1, 3).reshape(batch, height, channels * width)
     resized_rows = torch.bmm(wy.view(batch, views * size, height), x)  # (B, V * size, C * W)
     out = torch.bmm(resized_rows.view(batch * views, size * channels, width), wx.transpose(1, 2))
-    return out.view(batch, views, size, channels, size).transpose(2, 3).div_(255).clamp_(0, 1)
+    out = out.view(batch, views, size, channels, size).transpose(2, 3)
+    if images.dtype == torch.uint8:
+        out = out.div(255)
+    out = out.clamp(0, 1)
+    turns = rows[:, G_TURNS].round().long().view(batch, views)
+    for k in range(1, 4):  # quarter turns after the flips, as make_view applies them
+        selected = (turns == k).nonzero(as_tuple=True)
+        if len(selected[0]):
+            out[selected] = torch.rot90(out[selected], k, dims=(-2, -1))
+    return out
 
 
 class DeviceViews:
     """The device stage for one method's :class:`ViewSpec`: turns a batch as the collate step delivers it in
-    device mode (``images`` uint8 (B, C, H, W) and ``view_params`` (B, views, 5 + NUM_PARAMS), already on
+    device mode (``images`` (B, C, H, W) and ``view_params`` (B, views, NUM_GEOMETRY + NUM_PARAMS), already on
     the device) into the batch the method expects (``views``: normalised float (B, C, size, size) per view,
     in ``ViewSpec`` order; crops without a size of their own take ``preprocess.image_size``, and the views are
     normalised with its mean and std). Every other key passes through."""
 
-    def __init__(self, views: ViewSpec, preprocess: Preprocess):
+    def __init__(self, views: ViewSpec, preprocess: Preprocess, channel_kind: str | None = None):
         self.groups = [(crop.count, crop.size or preprocess.image_size) for crop in views.crops]
         self.mean, self.std = preprocess.mean_std()
+        self.kind = channel_kind
 
     def __call__(self, batch: dict) -> dict:
         images = batch["images"]
         mean, std = self.mean.to(images.device), self.std.to(images.device)
         views, first = [], 0
         for count, size in self.groups:
-            params = batch["view_params"][:, first:first + count]  # (B, count, 5 + NUM_PARAMS)
+            params = batch["view_params"][:, first:first + count]  # (B, count, NUM_GEOMETRY + NUM_PARAMS)
             group = crop_resize_flip(images, params[..., GEOMETRY], size)  # (B, count, C, size, size)
             # One photometric call for the whole group: views and their parameters stacked view-major.
             flat = group.transpose(0, 1).reshape(-1, *group.shape[2:])
             photometric = params[..., PHOTOMETRIC].transpose(0, 1).reshape(flat.shape[0], -1)
-            views.extend(((apply_photometric(flat, photometric) - mean) / std).chunk(count))
+            views.extend(((apply_photometric(flat, photometric, self.kind) - mean) / std).chunk(count))
             first += count
         rest = {key: value for key, value in batch.items() if key not in ("images", "view_params")}
         return {**rest, "views": views}

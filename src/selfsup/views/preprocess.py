@@ -44,7 +44,7 @@ class Preprocess:
         return images * std.to(images.device) + mean.to(images.device)
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        """The evaluation transform of one uint8 (C, H, W) image (:func:`eval_transform`)."""
+        """The evaluation transform of one (C, H, W) image, uint8 or float in [0, 1] (:func:`eval_transform`)."""
         return eval_transform(image, self.image_size, self.mean, self.std)
 
     def to_json(self) -> dict:
@@ -52,7 +52,8 @@ class Preprocess:
 
 
 def eval_transform(image: torch.Tensor, image_size: int, mean, std) -> torch.Tensor:
-    """uint8 (C, H, W) -> float32 (len(mean), image_size, image_size), normalised.
+    """(C, H, W), uint8 or float in [0, 1] (windowed raw data, :mod:`selfsup.data.pixels`) -> float32
+    (len(mean), image_size, image_size), normalised.
 
     A single-channel image is repeated to ``len(mean)`` channels; any other channel mismatch is an error.
     """
@@ -67,9 +68,9 @@ def eval_transform(image: torch.Tensor, image_size: int, mean, std) -> torch.Ten
             raise ValueError(
                 f"image has {image.shape[0]} channels but mean/std have {channels} entries"
             )
-    if image.dtype != torch.uint8:
-        raise TypeError(f"expected a uint8 image, got {image.dtype}")
+    if image.dtype != torch.uint8 and not image.is_floating_point():
+        raise TypeError(f"expected a uint8 or float image, got {image.dtype}")
     image = TF.resize(image, [image_size], antialias=True)  # shorter side -> image_size
     image = TF.center_crop(image, [image_size, image_size])
-    image = image.float().div_(255.0)
+    image = image.float().div_(255.0) if image.dtype == torch.uint8 else image.float().clamp(0, 1)
     return TF.normalize(image, list(mean), list(std))

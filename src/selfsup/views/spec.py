@@ -26,6 +26,20 @@ class CropSpec:
     blur_p: float = 0.0
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     solarize_p: float = 0.0
+    # Overhead imagery (data.overhead): vertical flips and a random multiple of 90 degrees.
+    vflip_p: float = 0.0
+    rot90: bool = False
+    # Measurements (channel kind "bands", selfsup.data.pixels): with probability jitter_p each band's brightness
+    # and contrast move by up to these fractions, independently per band; a spectral tilt (a multiplicative
+    # ramp across the bands, up to +-spectral_tilt at the ends) with the same probability; band dropout (each
+    # band, at rate band_dropout_rate, flattened to its mean; one band always survives); Gaussian noise.
+    band_brightness: float = 0.2
+    band_contrast: float = 0.2
+    spectral_tilt: float = 0.1
+    band_dropout_p: float = 0.2
+    band_dropout_rate: float = 0.2
+    noise_p: float = 0.2
+    noise_std: float = 0.02
 
 
 @dataclass(frozen=True)
@@ -69,6 +83,14 @@ class ViewSpec:
     def view_sizes(self, image_size: int) -> list[int]:
         """The side in pixels of every view, in the order of ``batch["views"]``."""
         return [crop.size or image_size for crop in self.crops for _ in range(crop.count)]
+
+
+def overhead_views(views: ViewSpec) -> ViewSpec:
+    """The same views with vertical flips (p=0.5) and 90-degree rotations in every crop group (``data.overhead``:
+    imagery seen from above has no up)."""
+    from dataclasses import replace
+
+    return replace(views, crops=tuple(replace(crop, vflip_p=0.5, rot90=True) for crop in views.crops))
 
 
 def without_flips(views: ViewSpec) -> ViewSpec:
