@@ -79,6 +79,14 @@ class DataConfig(_Section):
 class BackboneConfig(_Section):
     name: str = "small_resnet"
     options: dict[str, Any] = Field(default_factory=dict)  # passed to the backbone's constructor
+    # Start from these weights (a .safetensors / .pt state dict, a saved backbone or a run folder) instead of a
+    # random init; heads start fresh. A first layer of another band count (RGB weights, 13-band data) is
+    # carried to the data's bands by `carry` (selfsup.backbones.channels): "repeat" (repeat-and-scale, exact on
+    # gray images) or "rgb_bands" (the RGB kernels on the bands listed in rgb_bands, e.g. [3, 2, 1] for B4, B3,
+    # B2 of Sentinel-2).
+    weights: str | None = None
+    carry: Literal["repeat", "rgb_bands"] = "repeat"
+    rgb_bands: list[int] | None = None
 
 
 class OptimConfig(_Section):

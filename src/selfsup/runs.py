@@ -27,6 +27,7 @@ import torchvision
 from selfsup import __version__
 
 from selfsup.backbones import build_backbone
+from selfsup.backbones.weights import load_weights_into
 from selfsup.config import Config, ConfigError, load_config
 from selfsup.cpu import cpu_flags, cpu_model
 from selfsup.data import DataSplits, channel_stats, open_data
@@ -131,6 +132,12 @@ def build_run_method(cfg: Config, train_source) -> Method:
     flips off in every view of the method."""
     seed_everything(cfg.seed)
     backbone = build_backbone(cfg.backbone.name, train_source.channels, **cfg.backbone.options)
+    if cfg.backbone.weights:
+        try:
+            load_weights_into(backbone, cfg.backbone.weights, log, cfg.backbone.carry, cfg.backbone.rgb_bands)
+        except (ValueError, FileNotFoundError) as error:
+            raise ConfigError(f"config key 'backbone.weights': {error}") from None
+        log(f"backbone initialised from {cfg.backbone.weights}")
     method = build_method(cfg.method, backbone, cfg.method_options)
     if method.needs_labels and train_source.labels is None:
         raise ConfigError(f"config key 'method': '{cfg.method}' is supervised and needs labels, but "

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors.torch import load_file
 
 from selfsup.backbones import build_backbone
+from selfsup.backbones.weights import load_weights_into
 from selfsup.config import Config
 from selfsup.eval.display import format_table
 from selfsup.eval.protocol import ProtocolSettings, evaluate_backbone
@@ -101,46 +101,6 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, splits=None, cfg:
 
 
 # ------------------------------------------------------------------------------------------- any backbone
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        return load_file(str(path), device="cpu")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model", "backbone"):  # common checkpoint wrappers
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} does not hold a state dict of tensors")
-    return state
-
-
-def load_weights_into(model: torch.nn.Module, weights: str | Path, log: Callable[[str], None] = log):
-    """Load a state dict file into ``model``, whose keys may be the backbone's own or its inner ``.model``'s
-    (a plain timm / torchvision state dict). Every backbone parameter must be present; keys the backbone
-    does not have (e.g. an ImageNet classifier ``fc.*``) are ignored and listed in the log."""
-    weights = Path(weights)
-    if not weights.is_file():
-        raise FileNotFoundError(f"weights file {weights} does not exist")
-    state = _read_state_dict(weights)
-    own = model.state_dict()
-    candidates = [state]
-    if hasattr(model, "model"):
-        candidates.append({f"model.{k}": v for k, v in state.items()})
-    # The key layout that covers most of the model's keys is the one the file was written in.
-    state = max(candidates, key=lambda s: len(own.keys() & s.keys()))
-    missing = sorted(own.keys() - state.keys())
-    if missing:
-        raise ValueError(f"{weights} does not fit {model.spec['name']}: {len(missing)} of its {len(own)} tensors are "
-                         f"missing (e.g. {', '.join(missing[:3])}); is it the weights of another architecture?")
-    unexpected = sorted(state.keys() - own.keys())
-    try:
-        model.load_state_dict({k: state[k] for k in own}, strict=True)
-    except RuntimeError as error:  # shapes differ
-        raise ValueError(f"{weights} does not fit {model.spec['name']}: {error}") from None
-    if unexpected:
-        log(f"ignored {len(unexpected)} tensor(s) of {weights.name} that the backbone has no place for: "
-            f"{', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
-
-
 def _is_saved_backbone(path: Path) -> bool:
     return path.is_dir() or path.suffix in (".safetensors", ".json")
 
