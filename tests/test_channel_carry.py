@@ -231,3 +231,10 @@ def test_channelwise_spec_rebuilds_identically():
     # off by default, and then the spec has no channelwise entry (specs of existing ViTs are unchanged)
     assert "channelwise" not in build_backbone("vit_micro_cpu", 13).spec
     assert "channelwise" not in build_backbone("vit_micro_cpu", 13, channelwise=False).spec
+
+
+def test_channelwise_vit_does_not_offer_the_timm_export():
+    from selfsup.export.formats import supported_formats
+
+    spec = build_backbone("vit_micro_cpu", 13, channelwise=True).spec
+    assert "timm" not in supported_formats(spec) and "safetensors" in supported_formats(spec)

@@ -17,6 +17,7 @@ from selfsup.data.pixels import PixelWindow
 from selfsup.data.spectral import SPECTRAL_CLASSES, generate_spectral
 from selfsup.data.stats import STATS_FILE, compute_stats, load_stats
 from selfsup.export import save_backbone
+from selfsup.report import write_report
 from selfsup.views import VIEW_OPS, CropSpec, apply_photometric, make_view, sample_generator
 from selfsup.views.augment import NUM_PARAMS, photometric_params
 from selfsup.views.device import NUM_GEOMETRY, crop_resize_flip
@@ -178,6 +179,8 @@ def test_planted_bad_folder_trains_and_lists_every_bad_file(geotiff_folder, tmp_
     for name, (_, reason) in bad.items():
         assert reason.lower() in next(r for p, r in lines.items() if p.endswith(name)).lower()
     assert json.loads((run / "results.json").read_text())["results"]["pretrained"]["knn_top1@20"] >= 0
+    page = write_report(run, projections=("pca",)).read_text()  # the report lists them too, and the bands' window
+    assert all(name in page for name in bad) and "13 bands of uint16" in page and "truncated" in page
 
 
 def test_geotiffs_train_with_simclr_and_mae_and_the_run_keeps_its_window(geotiff_folder, tmp_path):

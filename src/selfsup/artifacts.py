@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from selfsup.data.pixels import display_bands
 from selfsup.views.preprocess import Preprocess
 
 RECONSTRUCTIONS_FILE = "reconstructions.png"
@@ -23,9 +24,10 @@ CELL = 96  # cells are enlarged (nearest neighbour) to at least this many pixels
 
 
 def _to_uint8(images: torch.Tensor, preprocess: Preprocess) -> np.ndarray:
-    """(B, C, H, W) normalized -> (B, H, W, 3) uint8: one channel as grey, three as RGB, any other count shows
-    its first channel as grey (no colour mapping of arbitrary bands would be truthful)."""
+    """(B, C, H, W) normalized -> (B, H, W, 3) uint8: one channel as grey, three as RGB, other band counts in
+    the false colour of :func:`selfsup.data.pixels.display_bands`."""
     pixels = preprocess.denormalize(images.detach().float().cpu()).clamp(0, 1)
+    pixels = pixels[:, list(display_bands(pixels.shape[1]))]
     pixels = pixels if pixels.shape[1] == 3 else pixels[:, :1].expand(-1, 3, -1, -1)
     return (pixels * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 

@@ -122,3 +122,14 @@ def check_channel_kind(kind: str, channels: int, where: str = "data.channel_kind
 def percentile_keys(percentiles: Sequence[float]) -> list[str]:
     """JSON keys of percentiles (``1`` -> ``"1"``, ``99.5`` -> ``"99.5"``)."""
     return [f"{p:g}" for p in percentiles]
+
+
+def display_bands(channels: int) -> tuple[int, ...]:
+    """The bands shown for a ``channels``-band image: itself for gray and RGB, the first band for two, else a
+    false-colour composite of the first, middle and last band (short, middle, long wavelengths on a sensor
+    whose bands are in wavelength order, as Sentinel-2's and Landsat's are)."""
+    if channels in (1, 3):
+        return tuple(range(channels))
+    if channels == 2:
+        return (0,)
+    return (0, channels // 2, channels - 1)[::-1]  # red = the longest wavelength

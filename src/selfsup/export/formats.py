@@ -74,6 +74,9 @@ def _torchvision_why_not(spec: dict[str, Any]) -> str | None:
 
 def _timm_why_not(spec: dict[str, Any]) -> str | None:
     name = spec["name"]
+    if spec.get("channelwise"):
+        return ("a channel-wise ViT (one shared single-band patch projection plus band embeddings) has no timm "
+                "counterpart; use 'safetensors' (selfsup.load_backbone rebuilds it)")
     if _is_timm_model(name) or (name in TORCHVISION_RESNETS and not spec.get("cifar_stem")):
         return None
     if name in TORCHVISION_RESNETS:

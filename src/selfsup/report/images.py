@@ -9,15 +9,16 @@ import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 
+from selfsup.data.pixels import display_bands
+
 
 def displayable(image: torch.Tensor) -> np.ndarray:
-    """A (C, H, W) image, uint8 or float in [0, 1], as an (H, W) or (H, W, 3) uint8 array for a PNG.
-
-    One channel is shown as grey, three as RGB; other channel counts (RGBA-like, multispectral) show their
-    first channel as grey, since no colour mapping of arbitrary bands would be more truthful."""
+    """A (C, H, W) image, uint8 or float in [0, 1], as an (H, W) or (H, W, 3) uint8 array for a PNG: gray,
+    RGB, or the false colour of :func:`display_bands` for other band counts."""
     image = image.detach().cpu()
     if image.dtype != torch.uint8:
         image = (image.float().clamp(0, 1) * 255).round().to(torch.uint8)
+    image = image[list(display_bands(image.shape[0]))]
     if image.shape[0] == 3:
         return image.permute(1, 2, 0).numpy()
     return image[0].numpy()

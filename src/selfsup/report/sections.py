@@ -10,6 +10,7 @@ import torch
 
 from selfsup.backbones.vit import ViTBackbone
 from selfsup.report.attention import class_token_attention
+from selfsup.report.data_section import data_section
 from selfsup.report.context import MAX_MAP_POINTS, NotAvailable, RunContext, finite, query_positions
 from selfsup.report.html import table
 from selfsup.report.image_text import image_text_retrieval, zero_shot_classification
@@ -299,6 +300,7 @@ SectionBuilder = Callable[[RunContext], str]
 # (anchor id, title, builder) in page order.
 SECTIONS: list[tuple[str, str, SectionBuilder]] = [
     ("overview", "Run", overview),
+    ("data", "Data: skipped files, bands and pixel window", data_section),
     ("training", "Loss and learning rate", training_curves),
     ("monitors", "Online probe and collapse monitor", monitor_curves),
     ("results", "Final metrics and baselines", results_table),

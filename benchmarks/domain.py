@@ -1,0 +1,81 @@
+"""Domain images: SimCLR and MAE on a folder of 13-band 16-bit GeoTIFFs (the synthetic ``spectral`` set written
+as files by ``selfsup data demo``), kNN@20 and the linear probe on its held-out test folder beside random-init
+features and raw pixels.
+
+    .venv/bin/python benchmarks/domain.py [--methods simclr-small mae] [key=value ...]
+
+What it shows: the raw readers (tifffile), ``selfsup data stats`` (timed), the pixel window and normalisation
+from those statistics, the views for measurements (band jitter, spectral tilt, band dropout, noise, and
+``data.overhead`` flips and quarter turns), ``data.cache`` of raw data as uint16, and whether pre-training beats
+the baselines. Each method trains for a fixed number of steps (``STEPS``, about 3 CPU minutes on the 2-core
+machine of RESULTS.md when it has the CPU to itself), so that the accuracy does not depend on what else the
+machine runs; the wall time and images/s do. Writes benchmarks/results/domain_<recipe>.json;
+`python benchmarks/make_results.py` regenerates RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+
+from common import ROOT, write_row
+from learning import run_and_measure
+
+FOLDER = ROOT / ".data" / "spectral-geotiff"
+# recipe -> (optimizer steps, overrides): about 3 minutes each on 2 cores.
+STEPS = {"simclr-small": (300, ["train.batch_size=256"]), "mae": (500, ["train.batch_size=128"])}
+COMMON = ["data.cache=true", "data.overhead=true", "data.hflip=true", "train.epochs=null", "train.budget=null",
+          "train.progress=false", "eval.report=false"]
+
+
+def selfsup(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "selfsup.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--methods", nargs="*", default=list(STEPS), help="recipe names")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    if not (FOLDER / "test").is_dir():
+        start = time.perf_counter()
+        selfsup("data", "demo", str(FOLDER))
+        print(f"wrote {FOLDER} in {time.perf_counter() - start:.0f} s", flush=True)
+    start = time.perf_counter()
+    stats = selfsup("data", "stats", str(FOLDER))
+    stats_time = round(time.perf_counter() - start, 1)
+    print(stats.stdout.splitlines()[0], f"({stats_time} s)", flush=True)
+    for recipe in args.methods:
+        steps, recipe_overrides = STEPS[recipe]
+        name = f"bench-domain-{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = ROOT / "benchmarks" / "runs" / name
+        overrides = [f"data.source={FOLDER}", f"train.max_steps={steps}", *COMMON, *recipe_overrides, *args.overrides]
+        cmd = [sys.executable, "-m", "selfsup.cli", "train", recipe, f"name={name}", "runs_dir=benchmarks/runs",
+               *overrides]
+        start = time.perf_counter()
+        code, peak = run_and_measure(cmd, ROOT / "benchmarks" / "runs" / f"{name}.log")
+        if code != 0:
+            print(f"{recipe}: failed with exit code {code}; see {run_dir}.log", file=sys.stderr)
+            continue
+        results = json.loads((run_dir / "results.json").read_text())
+        scores = results["results"]
+        margins = {f"over_{row}": round(100 * (scores["pretrained"]["knn_top1@20"] - scores[row]["knn_top1@20"]), 1)
+                   for row in ("random_init", "raw_pixels") if row in scores}
+        shown = " ".join(["benchmarks/domain.py", f"--methods {recipe}", *map(shlex.quote, args.overrides)])
+        print(write_row(f"domain_{recipe}", {
+            "benchmark": "domain", "dataset": "spectral GeoTIFF folder (13 bands, uint16, 5000 + 1000)",
+            "recipe": recipe, "method": results["run"]["method"], "backbone": results["run"]["backbone"],
+            "steps": results["run"]["steps"], "epochs": round(results["run"]["epochs"], 1), "command": shown,
+            "stats_time_s": stats_time, "images_per_s": results["run"]["images_per_s"],
+            "train_wall_time_s": results["run"]["wall_time_s"], "eval_time_s": results.get("eval_time_s"),
+            "total_wall_time_s": round(time.perf_counter() - start, 1), "peak_memory_mib": round(peak),
+            "results": scores, "knn20_margin_points": margins, "run": name,
+        }), scores["pretrained"], margins, flush=True)
+
+
+if __name__ == "__main__":
+    main()
