@@ -44,8 +44,10 @@ def test_forward_shape(name, in_channels):
     json.dumps(model.spec)  # JSON-able
     if name in SLOW_FORWARD:
         return
+    # Volume encoders (field kind "volume": vit3d_micro_cpu, resnet3d_small) take (B, C, D, H, W).
+    shape = (16, 16, 16) if getattr(model, "field_kind", "image") == "volume" else (32, 32)
     with torch.no_grad():
-        out = model(torch.randn(2, in_channels, 32, 32))
+        out = model(torch.randn(2, in_channels, *shape))
     assert out.shape == (2, model.num_features)
     assert torch.isfinite(out).all()
 

@@ -24,9 +24,12 @@ CELL = 96  # cells are enlarged (nearest neighbour) to at least this many pixels
 
 
 def _to_uint8(images: torch.Tensor, preprocess: Preprocess) -> np.ndarray:
-    """(B, C, H, W) normalized -> (B, H, W, 3) uint8: one channel as grey, three as RGB, other band counts in
+    """(B, C, H, W) (or volumes (B, C, D, H, W): their middle slice) normalized -> (B, H, W, 3) uint8: one channel
+    as grey, three as RGB, other band counts in
     the false colour of :func:`selfsup.data.pixels.display_bands`."""
     pixels = preprocess.denormalize(images.detach().float().cpu()).clamp(0, 1)
+    if pixels.ndim == 5:  # volumes: the middle depth slice
+        pixels = pixels[:, :, pixels.shape[2] // 2]
     pixels = pixels[:, list(display_bands(pixels.shape[1]))]
     pixels = pixels if pixels.shape[1] == 3 else pixels[:, :1].expand(-1, 3, -1, -1)
     return (pixels * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()

@@ -53,6 +53,9 @@ class DataConfig(_Section):
     # Overhead imagery (satellite, aerial, microscopy, slides): vertical flips and 90-degree rotations in every
     # view, besides the horizontal flips of data.hflip.
     overhead: bool = False
+    # Volumes (the volumes dataset): train on their 2-D depth slices instead (every slice an image with its
+    # volume's label, the held-out split still by volume), so every 2-D method and backbone applies.
+    slices: bool = False
 
     @field_validator("clip_percentiles")
     @classmethod

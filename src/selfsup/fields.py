@@ -8,7 +8,7 @@ grid) and encoders (:data:`selfsup.backbones.base.BACKBONES` for images). Method
 encoders, views and masks, not pixels, so a new kind (volume, clip, audio, text, ...) is a new entry here
 with its source, view operations, masks and encoders; every generic method then serves it.
 
-Images are the first kind. A leaf: this module imports nothing of selfsup but the registry helper.
+Images are the first kind, volumes (3-D scans) and text the others. A leaf: this module imports nothing of selfsup but the registry helper.
 """
 from __future__ import annotations
 
@@ -42,8 +42,16 @@ TEXT = register_field_kind("text", "list of str: the sample's captions (one or s
                            "extra); image-text methods (CLIP, SigLIP, ConVIRT, SLIP) and zero-shot evaluation "
                            "read it")
 
+VOLUME = register_field_kind("volume", "C x D x H x W tensor, any channel count, uint8 or float in [0, 1]",
+                             "a 3-D scan (CT, MRI, microscopy stacks): 3-D crops and flips, intensity jitter, cube "
+                             "and tube masks, 3-D encoders (vit3d_micro_cpu, resnet3d_small); data.slices=true "
+                             "serves its depth slices as images instead")
+
 #: What every image source yields.
 IMAGE_FIELDS = {"image": IMAGE.name, "label": LABEL.name}
+#: What a volume source yields (selfsup.data.volumes): the field keeps the name "image", so that every source
+#: is read through ``get_image``; its kind says that the value is a volume.
+VOLUME_FIELDS = {"image": VOLUME.name, "label": LABEL.name}
 #: What an image-text source yields (a source with captions).
 IMAGE_TEXT_FIELDS = {"image": IMAGE.name, "text": TEXT.name, "label": LABEL.name}
 

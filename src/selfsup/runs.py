@@ -26,14 +26,17 @@ import torchvision
 
 from selfsup import __version__
 
-from selfsup.backbones import build_backbone
+from selfsup.backbones import BACKBONES, build_backbone
 from selfsup.backbones.weights import load_weights_into
 from selfsup.config import Config, ConfigError, load_config
 from selfsup.cpu import cpu_flags, cpu_model
 from selfsup.data import DataSplits, channel_stats, open_data
+from selfsup.data.volumes import volume_slices
 from selfsup.methods import Method, build_method
 from selfsup.views.preprocess import Preprocess
 from selfsup.data.pixels import check_channel_kind
+from selfsup.fields import IMAGE, VOLUME
+from selfsup.views.dataset import viewed_field
 from selfsup.views.spec import overhead_views, without_flips
 
 CONFIG_FILE = "config.yaml"
@@ -98,6 +101,11 @@ def open_run_data(cfg: Config, data: str | None = None, channels: int | None = N
                        max_bad_fraction=cfg.data.max_bad_fraction, seed=cfg.seed,
                        holdout_fraction=cfg.data.holdout_fraction, pixels=cfg.data.pixels, stats=cfg.data.stats,
                        clip_percentiles=cfg.data.clip_percentiles, log=log)
+    if cfg.data.slices:
+        try:
+            splits = volume_slices(splits)
+        except ValueError as error:
+            raise ConfigError(f"config key 'data.slices': {error}") from None
     if cfg.data.channel_kind != "auto":
         for source in (splits.train, splits.test):
             if source is not None:
@@ -125,6 +133,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _backbones_for(kind: str) -> list[str]:
+    """Registered backbones of a field kind (3-D ones say ``field_kind = "volume"``; the rest encode images)."""
+    names = [name for name in BACKBONES if getattr(BACKBONES.get(name), "field_kind", None) == kind]
+    return names or ["any registered 2-D backbone"]
+
+
 def build_run_method(cfg: Config, train_source) -> Method:
     """The seeded backbone and method of a run, checked against its data, as ``train`` and ``bench`` build them.
 
@@ -138,6 +152,12 @@ def build_run_method(cfg: Config, train_source) -> Method:
         except (ValueError, FileNotFoundError) as error:
             raise ConfigError(f"config key 'backbone.weights': {error}") from None
         log(f"backbone initialised from {cfg.backbone.weights}")
+    data_kind = viewed_field(train_source)[1]
+    if getattr(backbone, "field_kind", IMAGE.name) != data_kind:
+        raise ConfigError(f"config key 'backbone.name': {cfg.backbone.name} encodes "
+                          f"{getattr(backbone, 'field_kind', IMAGE.name)}s, but {train_source.name} holds "
+                          f"{data_kind}s: use a {data_kind} backbone ({', '.join(_backbones_for(data_kind))})"
+                          + (", or data.slices=true for a 2-D backbone" if data_kind == VOLUME.name else ""))
     method = build_method(cfg.method, backbone, cfg.method_options)
     if method.needs_labels and train_source.labels is None:
         raise ConfigError(f"config key 'method': '{cfg.method}' is supervised and needs labels, but "

@@ -10,7 +10,9 @@ Raw domain images (``pixels="raw"``, or ``"auto"`` when the folder holds ``.npy`
 files, or TIFF / PNG files with other than 1 or 3 bands or other than 8 bits): every file of
 :data:`selfsup.data.readers.RAW_EXTENSIONS` is read as it is (bands, dtype, range), checked (NaN, inf, odd
 dtypes, tiny images) and held to the folder's majority band count, dtype and dimensionality; the files that
-differ are bad files with the reason and the fix. The pixel window comes later, from the statistics.
+differ are bad files with the reason and the fix. The pixel window comes later, from the statistics. A folder
+whose majority is 3-D (NIfTI, multi-frame DICOM, 4-D ``.npy``) is a folder of volumes: its sources declare the
+field kind ``volume`` (:data:`selfsup.fields.VOLUME_FIELDS`) and train with the 3-D views and encoders.
 
 Captions (image-text data): a ``<stem>.txt`` sidecar beside an image (same folder, same stem; one caption per
 line) makes the folder an image-text folder, in any of the layouts above. Then every image needs one: an image
@@ -34,6 +36,7 @@ from selfsup.data.readers import RAW_EXTENSIONS, MissingExtra, RawInfo, consiste
 from selfsup.data.sources import DataError, DataSplits, FolderSource, num_workers_for_io
 from selfsup.data.splits import holdout_split
 from selfsup.data.text import normalise_captions
+from selfsup.fields import VOLUME_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +196,9 @@ def _is_raw(splits: dict[str, _Split]) -> bool:
                for info in probed)
 
 
-def _scan_raw(jobs: list[str], channels: int | None) -> tuple[list[tuple[str | None, int, int]], int]:
-    """Probe every raw file: ([(reason or None, size, mtime)], the folder's band count)."""
+def _scan_raw(jobs: list[str], channels: int | None) -> tuple[list[tuple[str | None, int, int]], int, int]:
+    """Probe every raw file: ([(reason or None, size, mtime)], the folder's band count, its spatial dimensions:
+    2 for images, 3 for volumes; files of the other kind are bad files)."""
     def probe(path: str) -> tuple[str | None, int, int, RawInfo | None]:
         try:
             stat = os.stat(path)
@@ -211,16 +215,13 @@ def _scan_raw(jobs: list[str], channels: int | None) -> tuple[list[tuple[str | N
         probed = list(pool.map(probe, jobs))
     infos = {path: r[3] for path, r in zip(jobs, probed) if r[3] is not None}
     if not infos:
-        return [(r[0], r[1], r[2]) for r in probed], channels or 0
+        return [(r[0], r[1], r[2]) for r in probed], channels or 0, 2
     majority, problems = consistency_problems(infos)
-    if majority.ndim != 2:
-        raise DataError(f"most files are 3-D volumes ({majority.files} files); 2-D training takes (bands, H, W) "
-                        "images: export slices, or give 2-D files")
     if channels is not None and channels != majority.bands:
         raise DataError(f"data.channels={channels}, but the images have {majority.bands} bands; leave data.channels "
                         f"unset (it follows the data) or set it to {majority.bands}")
     results = [(r[0] or problems.get(path), r[1], r[2]) for path, r in zip(jobs, probed)]
-    return results, majority.bands
+    return results, majority.bands, majority.ndim
 
 
 def open_folder(root: str | os.PathLike, channels: int | None = None, max_bad_fraction: float = 0.1, seed: int = 0,
@@ -257,8 +258,9 @@ def open_folder(root: str | os.PathLike, channels: int | None = None, max_bad_fr
     # Decode every file (and read its caption) once so bad files are found now, not halfway through a run.
     jobs = [(str(s.root / p), str(s.root / sidecar_of(p)) if captioned else None)
             for s in splits.values() for p in s.paths]
+    spatial_dims = 2
     if raw:
-        scanned, channels = _scan_raw([job[0] for job in jobs], channels)
+        scanned, channels, spatial_dims = _scan_raw([job[0] for job in jobs], channels)
         results = []
         for (image, sidecar), (reason, size, mtime) in zip(jobs, scanned):
             captions: list[str] = []
@@ -297,6 +299,8 @@ def open_folder(root: str | os.PathLike, channels: int | None = None, max_bad_fr
             name=f"{root.name}/{name}" if dirs is not None else root.name,
             captions=[res[i][3] for i in keep] if captioned else None, raw=raw,
         )
+        if spatial_dims == 3 and not captioned:  # a folder of volumes: views, masks and encoders of the kind volume
+            sources[name].fields = VOLUME_FIELDS
     if "train" not in sources:
         raise DataError(f"no decodable images in the train split {splits['train'].root}; see the bad files listed "
                         "by write_bad_files / bad_files.txt")

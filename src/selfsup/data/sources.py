@@ -271,6 +271,9 @@ class ArraySource(CaptionedSource):
     :func:`channel_stats` returns them when present.
     """
 
+    # The array's layout; a subclass holds other field kinds (selfsup.data.volumes: (N, C, D, H, W) volumes).
+    array_ndim, array_layout = 4, "(N, C, H, W)"
+
     def __init__(
         self,
         images: np.ndarray,
@@ -286,8 +289,9 @@ class ArraySource(CaptionedSource):
         channel_kind: str | None = None,
     ):
         images = np.asarray(images)
-        if images.ndim != 4 or images.dtype.kind not in "uif":
-            raise DataError(f"{name}: ArraySource needs a numeric array (N, C, H, W), got {images.dtype} {images.shape}")
+        if images.ndim != self.array_ndim or images.dtype.kind not in "uif":
+            raise DataError(f"{name}: {type(self).__name__} needs a numeric array {self.array_layout}, got "
+                            f"{images.dtype} {images.shape}")
         self.images = images
         stored = images.shape[1]
         self.raw = images.dtype != np.uint8 or window is not None

@@ -17,14 +17,17 @@ def subset(source: ImageSource, indices: np.ndarray, name: str) -> ImageSource:
     labels = None if source.labels is None else source.labels[indices]
     captions = None if getattr(source, "captions", None) is None else source.captions.take(indices)
     if isinstance(source, FolderSource):
-        return FolderSource(
+        folder = FolderSource(
             source.root, [source.relpath(int(i)) for i in indices], channels=source.channels, labels=labels,
             classes=source.classes, sizes=source._sizes[indices], mtimes_ns=source._mtimes[indices],
             ignored_files=0, name=name, captions=captions, raw=source.raw, window=source.window,
             channel_kind=source.channel_kind,
         )
-    if isinstance(source, ArraySource):
-        return ArraySource(
+        if folder.captions is None:  # a folder of volumes stays one (its fields say so)
+            folder.fields = source.fields
+        return folder
+    if isinstance(source, ArraySource):  # or a subclass of the same constructor (volumes)
+        return type(source)(
             source.images[indices], channels=source.channels, labels=labels, classes=source.classes, name=name,
             mean=getattr(source, "mean", None), std=getattr(source, "std", None), captions=captions,
             window=source.window if source.raw else None, channel_kind=source.channel_kind,

@@ -2,10 +2,25 @@
 random pose, a CT / microscopy-like stand-in for 3-D masked modelling. Each volume's mean, contrast, noise
 level and a smooth bias field are drawn at random, so that only the 3-D structure tells the classes apart:
 raw-voxel kNN@20 53.8% on 4 classes (chance 25%), a logistic regression on each volume's mean and std 27%.
+
+Volumes are the field kind ``volume`` (:data:`selfsup.fields.VOLUME`, ``(C, D, H, W)``): :class:`VolumeSource`
+holds them in memory as :class:`~selfsup.data.sources.ArraySource` holds images (raw values, a pixel window,
+the train split's mean and std), and the registered dataset ``volumes`` is the generated set (2,000 train, 500
+test, 16^3, windowed at the 1st / 99th percentile of its train statistics, channel kind ``bands``). A folder
+of NIfTI / DICOM / 4-D ``.npy`` volumes opens as a volume source too (:mod:`selfsup.data.folder`).
+:func:`volume_slices` is the light alternative to 3-D models (``data.slices=true``): every depth slice of
+every volume becomes a 2-D image with its volume's label, so every 2-D method and backbone trains on volumes.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+
+from selfsup.data.pixels import PixelWindow
+from selfsup.data.sources import DATASETS, ArraySource, DataError, DataSplits
+from selfsup.data.stats import DatasetStats, compute_stats
+from selfsup.fields import VOLUME_FIELDS
 
 VOLUME_CLASSES = ["blobs", "tubes", "shells", "layers"]
 
@@ -87,3 +102,76 @@ def generate_volumes(n: int, seed: int, size: int = 16) -> tuple[np.ndarray, np.
         value = (mean + contrast * structure + noise * rng.standard_normal(structure.shape)) * bias
         volumes[start:start + m, 0] = np.clip(np.rint(value), 0, 65535).astype(np.uint16)
     return volumes, labels
+
+
+class VolumeSource(ArraySource):
+    """Volumes in an array ``(N, C, D, H, W)``, served as ``(C, D, H, W)`` values of the field kind ``volume``:
+    everything else (raw dtypes and their window, ``mean``/``std``, labels, fingerprint) as
+    :class:`~selfsup.data.sources.ArraySource`, whose 4-D behaviour this class leaves untouched."""
+
+    fields = VOLUME_FIELDS
+    array_ndim, array_layout = 5, "(N, C, D, H, W)"
+    flips_preserve_labels = True  # the classes are shapes at random pose: any flip keeps them
+
+    def __repr__(self) -> str:
+        labelled = f", {len(self.classes)} classes" if self.classes is not None else ", unlabeled"
+        return f"VolumeSource({self.name!r}, {tuple(self.images.shape)}, channels={self.channels}{labelled})"
+
+
+@functools.lru_cache(maxsize=2)
+def _volume_arrays(train: int, test: int, seed: int, size: int) -> tuple[dict, DatasetStats]:
+    """Train and test volumes (generator seeds ``2 seed`` and ``2 seed + 1``) and the train split's statistics,
+    computed once per process (both are deterministic)."""
+    volumes, labels = generate_volumes(train, 2 * seed, size)
+    test_volumes, test_labels = generate_volumes(test, 2 * seed + 1, size)
+    stats = compute_stats(VolumeSource(volumes, window=PixelWindow.full_range(np.uint16, 1)), max_images=train)
+    return {"volumes": volumes, "labels": labels, "test_volumes": test_volumes, "test_labels": test_labels}, stats
+
+
+@DATASETS.register("volumes")
+def open_volumes(channels: int | None = None, n_train: int = 2000, n_test: int = 500, seed: int = 0, size: int = 16,
+                 clip: tuple[float, float] = (1.0, 99.0)) -> DataSplits:
+    """The ``volumes`` dataset: one-channel uint16 :class:`VolumeSource` train and test splits of ``size``^3,
+    channel kind ``bands``, windowed at the ``clip`` percentiles of the train split's statistics and normalised
+    by the windowed train data's mean and std (as the ``spectral`` dataset)."""
+    if channels not in (None, 1):
+        raise DataError(f"the volumes dataset has one channel; leave data.channels unset or set it to 1, not {channels}")
+    arrays, stats = _volume_arrays(int(n_train), int(n_test), int(seed), int(size))
+    window, (mean, std) = stats.window(clip), stats.unit_mean_std(clip)
+    common = dict(classes=VOLUME_CLASSES, window=window, mean=mean, std=std, channel_kind="bands")
+    train = VolumeSource(arrays["volumes"], labels=arrays["labels"], name="volumes/train", **common)
+    test = VolumeSource(arrays["test_volumes"], labels=arrays["test_labels"], name="volumes/test", **common)
+    train.stats = stats
+    return DataSplits(train=train, test=test)
+
+
+def _slices_of(source: VolumeSource, name: str) -> ArraySource:
+    volumes = source.images
+    n, c, d, h, w = volumes.shape
+    # (N, C, D, H, W) -> (N * D, C, H, W): the D slices of volume i are images i * D .. i * D + D - 1.
+    images = np.ascontiguousarray(volumes.transpose(0, 2, 1, 3, 4).reshape(n * d, c, h, w))
+    labels = None if source.labels is None else np.repeat(source.labels, d)
+    out = ArraySource(images, labels=labels, classes=source.classes, name=name,
+                      mean=getattr(source, "mean", None), std=getattr(source, "std", None),
+                      window=source.window if source.raw else None, channel_kind=source.channel_kind)
+    out.flips_preserve_labels = getattr(source, "flips_preserve_labels", True)
+    return out
+
+
+def volume_slices(splits: DataSplits) -> DataSplits:
+    """``data.slices=true``: the splits of in-memory volumes as 2-D images, every depth slice of a volume one
+    image with the volume's label and the volume's window and normalisation. Each split's slices come from its
+    own volumes, so the held-out split stays held out by volume (no test volume lends a slice to training)."""
+    def slices(source):
+        if source is None:
+            return None
+        if not isinstance(source, VolumeSource):
+            raise DataError(f"data.slices=true takes in-memory volumes (the volumes dataset, VolumeSource), not "
+                            f"{type(source).__name__} {source.name}; leave data.slices unset for 2-D data, or "
+                            "export a volume folder's slices as 2-D files")
+        return _slices_of(source, f"{source.name}/slices")
+
+    train, test = slices(splits.train), slices(splits.test)
+    if hasattr(splits.train, "stats"):
+        train.stats = splits.train.stats
+    return DataSplits(train=train, test=test)

@@ -20,7 +20,9 @@ from selfsup.config import Config
 from selfsup.data.cache import open_cached
 from selfsup.dist import DistInfo, all_reduce_mean, barrier
 from selfsup.engine.checkpoint import LoopState, rng_state, set_rng_state
-from selfsup.views.dataset import EpochBatchSampler, ViewCollate, ViewDataset, channel_kind_of, fixed_image_size
+from selfsup.fields import IMAGE
+from selfsup.views.dataset import (EpochBatchSampler, ViewCollate, ViewDataset, channel_kind_of, fixed_image_size,
+                                   viewed_field)
 from selfsup.views.device import DeviceViews, seconds_per_batch
 from selfsup.views.preprocess import Preprocess
 from selfsup.views.spec import ViewSpec
@@ -119,12 +121,21 @@ def build_train_data(cfg: Config, source, views: ViewSpec, preprocess: Preproces
     return TrainData(make_loader(augment), sampler, augment, to_device, tc.accumulate)
 
 
+def holds_images(source) -> bool:
+    """Whether ``source``'s views are 2-D images (the device path and channels_last are for them), not volumes."""
+    return viewed_field(source)[1] == IMAGE.name
+
+
 def choose_augment(requested: str, source, make_loader: Callable[[str], DataLoader], to_device: BatchToDevice,
                    log: Callable[[str], None]) -> str:
     """Where views are made: ``data.augment`` as asked, "workers" where the images differ in size (raw
     images of a batch must stack), or for "auto" the path that delivers a batch's views faster, measured
     on a few batches of each (:func:`selfsup.views.device.seconds_per_batch`)."""
     if requested == "workers":
+        return "workers"
+    if not holds_images(source):
+        log(f"data.augment={requested}: the device path makes 2-D image views, and {source.name} holds "
+            f"{viewed_field(source)[1]}s; making views in the DataLoader workers instead")
         return "workers"
     if fixed_image_size(source) is None:
         log(f"data.augment={requested}: the images of {source.name} differ in size, so batches of raw "

@@ -17,7 +17,7 @@ import torch
 from selfsup.config import Config
 from selfsup.dist import DistInfo, all_reduce_max, all_reduce_mean
 from selfsup.engine.checkpoint import LoopState, load_training_state, save_training_state
-from selfsup.engine.loader import TrainData, build_train_data
+from selfsup.engine.loader import TrainData, build_train_data, holds_images
 from selfsup.engine.metrics import MetricsLog
 from selfsup.engine.monitor import CollapseMonitor
 from selfsup.engine.optim import base_lr, build_optimizer, set_lr
@@ -152,7 +152,8 @@ def build_trainer(cfg: Config, run_dir: Path, method: Method, source, preprocess
     ``selfsup bench`` both build theirs here). Nothing is written until :meth:`Trainer.fit`."""
     tc = cfg.train
     precision = resolve_precision(tc.precision, dist_info.device)
-    channels_last = uses_channels_last(tc, dist_info.device)
+    # channels_last is a 4-D memory format: Conv3d weights and volume batches would be refused.
+    channels_last = uses_channels_last(tc, dist_info.device) and holds_images(source)
     data = build_train_data(cfg, source, method.views, preprocess, dist_info, channels_last, log)
     model = PlacedModel(method, tc, dist_info, channels_last)
     optimizer = build_optimizer(model.method, cfg.optim, tc.batch_size)

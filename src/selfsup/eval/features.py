@@ -186,11 +186,17 @@ def extract_features(
 
 
 def raw_pixel_features(source, *, image_size: int, mean, std) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The raw-pixel baseline: every image through the evaluation transform, flattened to (N, C*S*S)."""
+    """The raw-pixel baseline: every image through the evaluation transform, flattened to (N, C*S*S) (volumes:
+    (N, C*S*S*S))."""
     _check_transform_args(image_size, mean, std)
     dataset = _EvalDataset(source, image_size, mean, std)
     n = len(dataset)
-    features = torch.empty(n, len(mean) * int(image_size) ** 2, dtype=torch.float32)
+    features = None
     for i in range(n):
-        features[i] = dataset[i].reshape(-1)
+        row = dataset[i].reshape(-1)
+        if features is None:  # the width follows the field kind: images and volumes differ
+            features = torch.empty(n, row.numel(), dtype=torch.float32)
+        features[i] = row
+    if features is None:
+        features = torch.empty(0, len(mean) * int(image_size) ** 2, dtype=torch.float32)
     return features, _labels_of(source)

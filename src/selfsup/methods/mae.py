@@ -15,21 +15,28 @@ Hide most of the image, reconstruct it from the rest:
    (:func:`~selfsup.losses.masked_patch_mse`).
 
 The augmentation is just a random resized crop and a flip: masking is the task. The exported backbone is the
-encoder; the decoder is thrown away. ``reconstruct`` shows what the model learnt on held-out images (the run
+encoder; the decoder is thrown away.
+
+Volumes (the recipe ``mae-3d``): with a 3-D ViT (:mod:`selfsup.backbones.vit3d`) the same method masks a 3-D
+patch grid, ``mask: cube`` (75% of the 3-D patches) or ``mask: tube`` (75% of the (row, column) positions
+through the whole depth, VideoMAE's tube masking: Tong et al., "VideoMAE", NeurIPS 2022), reconstructs
+p^3-voxel patches and places the decoder's tokens with 3-D sin-cos positions; nothing else changes. ``reconstruct`` shows what the model learnt on held-out images (the run
 saves it as ``reconstructions.png``).
 """
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn as nn
 from pydantic import Field
 
-from selfsup.backbones.vit import patchify, unpatchify
+from selfsup.backbones.vit3d import patchify_nd, unpatchify_nd
 from selfsup.heads import MAEDecoder
 from selfsup.losses import masked_patch_mse
 from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
-from selfsup.views import CropSpec, MaskSpec, RandomMask, ViewSpec
-from selfsup.views.masks import draw_masks
+from selfsup.views import CropSpec, MaskSpec, ViewSpec
+from selfsup.views.masks import build_mask_strategy, draw_masks
 
 
 class MAEOptions(MethodOptions):
@@ -39,13 +46,16 @@ class MAEOptions(MethodOptions):
     decoder_heads: int = Field(16, ge=1)
     normalize_target: bool = True  # per-patch normalized pixels (table 1c: better features)
     crop_scale: tuple[float, float] = (0.2, 1.0)  # random resized crop, no colour jitter (appendix A.1)
+    # The mask strategy (selfsup.views.masks) at mask_ratio: "auto" is "random" on images, "cube" on volumes
+    # (a 3-D backbone); "tube" masks (row, column) positions through the whole depth (VideoMAE).
+    mask: Literal["auto", "random", "cube", "tube"] = "auto"
 
 
 def encode_visible(backbone: nn.Module, images: torch.Tensor, visible: torch.Tensor):
     """The ViT on the ``visible`` (B, K) patches only: (tokens, prefix tokens (B, P, D) or None, patch grid)."""
     tokens = backbone.forward_tokens(images, keep_indices=visible)
     prefix = [t if t.ndim == 3 else t[:, None] for t in (tokens["cls"], tokens["registers"]) if t is not None]
-    grid = backbone.grid_for(images.shape[-2], images.shape[-1])
+    grid = backbone.grid_for(*images.shape[2:])  # (rows, columns), or (depth, rows, columns) for volumes
     return tokens, (torch.cat(prefix, dim=1) if prefix else None), grid
 
 
@@ -66,10 +76,16 @@ class MAE(Method):
         self.backbone = backbone
         self.patch_size = backbone.patch_size
         channels = backbone.spec.get("in_channels", 3)
-        self.decoder = MAEDecoder(backbone.embed_dim, self.patch_size ** 2 * channels, backbone.grid_size,
+        dims = len(backbone.grid_size)  # 2 for images, 3 for volumes
+        self.decoder = MAEDecoder(backbone.embed_dim, self.patch_size ** dims * channels, backbone.grid_size,
                                   options.decoder_dim, options.decoder_depth, options.decoder_heads)
+        mask = options.mask if options.mask != "auto" else ("cube" if dims == 3 else "random")
+        if (mask in ("cube", "tube")) != (dims == 3):
+            raise ValueError(f"method_options.mask={mask} is for {'volumes' if dims == 2 else 'images'}, but the "
+                             f"backbone has a {dims}-D patch grid; use mask: auto")
         self.views = ViewSpec(crops=(plain_crop(options.crop_scale),),
-                              masks=MaskSpec(RandomMask(options.mask_ratio), patch_size=self.patch_size, views=0))
+                              masks=MaskSpec(build_mask_strategy(mask, ratio=options.mask_ratio),
+                                             patch_size=self.patch_size, views=0, dims=dims))
 
     def predict(self, images: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Encode the ``visible`` (B, K) patches of ``images`` only; decode every patch, (B, N, p * p * C)."""
@@ -79,7 +95,7 @@ class MAE(Method):
     def forward(self, batch: dict) -> StepOutput:
         images, masks = batch["views"][0], batch["masks"]
         pred, tokens = self.predict(images, masks["visible"])
-        loss = masked_patch_mse(pred, patchify(images, self.patch_size), masks["mask"],
+        loss = masked_patch_mse(pred, patchify_nd(images, self.patch_size), masks["mask"],
                                 normalize_target=self.options.normalize_target)
         with torch.no_grad():  # what the collapse monitor watches: pooled features of the visible patches
             embeddings = self.backbone.pool(tokens)
@@ -99,19 +115,23 @@ class MAE(Method):
 
 
 def mae_reconstruction(method: nn.Module, images: torch.Tensor, seed: int, normalized: bool) -> dict[str, torch.Tensor]:
-    """:meth:`MAE.reconstruct` for any method with MAE's ``views``, ``predict`` and ``patch_size`` (CMAE too)."""
+    """:meth:`MAE.reconstruct` for any method with MAE's ``views``, ``predict`` and ``patch_size`` (CMAE too).
+    Volumes (B, C, D, H, W) are shown by their middle depth slice, so every row is (B, C, H, W)."""
     sizes = [images.shape[-1]] * method.views.num_views
     drawn = [draw_masks(method.views.masks, sizes, seed, 0, i) for i in range(len(images))]
     mask = torch.stack([d["mask"] for d in drawn]).to(images.device)
     visible = torch.stack([d["visible"] for d in drawn]).to(images.device)
     pred, _ = method.predict(images, visible)
-    target = patchify(images, method.patch_size)
+    target = patchify_nd(images, method.patch_size)
     pred = pred.float()
     if normalized:
         mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
         pred = pred * (var + 1e-6).sqrt() + mean
     hidden = mask.unsqueeze(-1)
-    grid = method.backbone.grid_for(images.shape[-2], images.shape[-1])
-    return {"input": images,
-            "masked": unpatchify(target.masked_fill(hidden, 0.0), method.patch_size, grid),
-            "reconstruction": unpatchify(torch.where(hidden, pred, target), method.patch_size, grid)}
+    grid = method.backbone.grid_for(*images.shape[2:])
+    rows = {"input": images,
+            "masked": unpatchify_nd(target.masked_fill(hidden, 0.0), method.patch_size, grid),
+            "reconstruction": unpatchify_nd(torch.where(hidden, pred, target), method.patch_size, grid)}
+    if images.ndim == 5:
+        rows = {key: value[:, :, value.shape[2] // 2] for key, value in rows.items()}
+    return rows

@@ -14,8 +14,11 @@ from selfsup.data.pixels import display_bands
 
 def displayable(image: torch.Tensor) -> np.ndarray:
     """A (C, H, W) image, uint8 or float in [0, 1], as an (H, W) or (H, W, 3) uint8 array for a PNG: gray,
-    RGB, or the false colour of :func:`display_bands` for other band counts."""
+    RGB, or the false colour of :func:`display_bands` for other band counts. A volume (C, D, H, W) is shown by
+    its middle depth slice."""
     image = image.detach().cpu()
+    if image.ndim == 4:
+        image = image[:, image.shape[1] // 2]
     if image.dtype != torch.uint8:
         image = (image.float().clamp(0, 1) * 255).round().to(torch.uint8)
     image = image[list(display_bands(image.shape[0]))]

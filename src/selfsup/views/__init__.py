@@ -3,10 +3,10 @@ counterpart (selfsup.views.device) and patch masks."""
 from selfsup.views.augment import VIEW_OPS, ViewParams, apply_photometric, draw_view_params, make_view, sample_generator
 from selfsup.views import bands  # noqa: F401  (registers the photometric operations for measurements)
 from selfsup.views.device import DeviceViews
-from selfsup.views.masks import (MASK_STRATEGIES, BlockMask, MaskStrategy, MultiBlockMask, RandomMask,
-                                 build_mask_strategy)
+from selfsup.views.masks import (MASK_STRATEGIES, BlockMask, CubeMask, MaskStrategy, MultiBlockMask, RandomMask,
+                                 TubeMask, build_mask_strategy)
 from selfsup.views.spec import CropSpec, MaskSpec, TextSpec, ViewSpec
 
-__all__ = ["MASK_STRATEGIES", "VIEW_OPS", "BlockMask", "CropSpec", "DeviceViews", "MaskSpec", "MaskStrategy", "MultiBlockMask",
+__all__ = ["MASK_STRATEGIES", "VIEW_OPS", "BlockMask", "CropSpec", "CubeMask", "TubeMask", "DeviceViews", "MaskSpec", "MaskStrategy", "MultiBlockMask",
            "RandomMask", "TextSpec", "ViewParams", "ViewSpec", "apply_photometric", "build_mask_strategy", "draw_view_params",
            "make_view", "sample_generator"]

@@ -14,19 +14,22 @@ from torch.utils.data import Dataset, Sampler
 
 from selfsup.data.decode import DecodeError
 from selfsup.data.pixels import default_channel_kind
-from selfsup.fields import IMAGE, IMAGE_FIELDS, TEXT
+from selfsup.fields import IMAGE, IMAGE_FIELDS, TEXT, VOLUME
 from selfsup.registry import Registry
 from selfsup.views.augment import apply_photometric, draw_view_params, make_view, sample_generator
 from selfsup.views.masks import check_mask_spec, draw_masks
 from selfsup.views.preprocess import Preprocess
 from selfsup.views.spec import ViewSpec
 from selfsup.views.text import choose_caption, require_text_extra, tokenize
+from selfsup.views.volume import make_volume_view
 
 
 #: View operations per field kind (selfsup.fields): ``(value, crop, size, generator, channel_kind) -> (view,
-#: params)``. A source's fields decide which one makes its views; images are the first kind.
+#: params)``. A source's fields decide which one makes its views; images are the first kind, volumes the second
+#: (:mod:`selfsup.views.volume`: 3-D crops, flips and intensity jitter, all in stage 1).
 FIELD_VIEWS: Registry = Registry("view operation", key="source.fields", plural="view operations (by field kind)")
 FIELD_VIEWS.add(IMAGE.name, make_view)
+FIELD_VIEWS.add(VOLUME.name, make_volume_view)
 
 
 def viewed_field(source) -> tuple[str, str]:
@@ -128,7 +131,8 @@ class ViewDataset(Dataset):
 class ViewCollate:
     """Stacks a batch and runs the batched photometric stage (the operations of ``channel_kind``) and
     normalisation with ``preprocess``'s mean and std (in the worker process); in device mode it only stacks
-    images and parameters (selfsup.views.device does the rest)."""
+    images and parameters (selfsup.views.device does the rest). Volume views (B, C, D, H, W) are only
+    normalised: their photometry happened in stage 1."""
 
     def __init__(self, preprocess: Preprocess, channel_kind: str | None = None):
         self.mean, self.std = preprocess.mean_std()
@@ -142,6 +146,9 @@ class ViewCollate:
             views = []
             for v in range(len(samples[0]["views"])):
                 stacked = torch.stack([s["views"][v] for s in samples])
+                if stacked.ndim == 5:  # volumes: their views are complete (selfsup.views.volume); normalise only
+                    views.append((stacked - self.mean[..., None]) / self.std[..., None])
+                    continue
                 params = torch.stack([s["params"][v] for s in samples])
                 views.append((apply_photometric(stacked, params, self.kind) - self.mean) / self.std)
             batch = {"views": views}

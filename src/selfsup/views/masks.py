@@ -17,6 +17,12 @@ Strategies (registered in :data:`MASK_STRATEGIES`):
   Returns ``mask`` (N,) bool, ``masked`` (n,) and ``visible`` (N - n,) long.
 - ``block`` (:class:`BlockMask`): rectangles of random area and aspect until ``ratio`` is reached, as in
   BEiT (Bao et al., "BEiT: BERT Pre-Training of Image Transformers", ICLR 2022) and iBOT. Same keys.
+- ``cube`` (:class:`CubeMask`) and ``tube`` (:class:`TubeMask`), for volumes (a (depth, rows, columns) grid,
+  ``MaskSpec.dims=3``, patches numbered ``(z * rows + r) * columns + c``): ``cube`` masks a uniformly random
+  ``ratio`` of the 3-D patches, MAE's mask in 3-D; ``tube`` masks a random ``ratio`` of the (row, column)
+  positions through the whole depth, VideoMAE's tube masking with depth in the place of time (Tong et al.,
+  "VideoMAE: Masked Autoencoders are Data-Efficient Learners for Self-Supervised Video Pre-Training",
+  NeurIPS 2022), so that a hidden patch cannot be copied from its neighbours in depth. Same keys as ``random``.
 - ``multiblock`` (:class:`MultiBlockMask`): I-JEPA's context and targets (Assran et al., "Self-Supervised
   Learning from Images with a Joint-Embedding Predictive Architecture", CVPR 2023). Returns ``context``
   (K_c,) long and ``targets`` (M, K_t) long; no context patch is a target patch.
@@ -235,6 +241,39 @@ class MultiBlockMask:
         return {"context": _long(sorted(context)), "targets": _long(targets)}
 
 
+@MASK_STRATEGIES.register("cube")
+@dataclass(frozen=True)
+class CubeMask:
+    """``round(ratio * N)`` of the N patches of a 3-D (depth, rows, columns) grid, chosen uniformly."""
+
+    ratio: float = 0.75
+
+    def __call__(self, grid_size: tuple[int, int, int], gen: random.Random) -> dict[str, torch.Tensor]:
+        num_patches = math.prod(_grid_3d(grid_size, "cube"))
+        return _mask_output(gen.sample(range(num_patches), _masked_count(self.ratio, num_patches)), num_patches)
+
+
+@MASK_STRATEGIES.register("tube")
+@dataclass(frozen=True)
+class TubeMask:
+    """``round(ratio * rows * columns)`` (row, column) positions, chosen uniformly and masked at every depth."""
+
+    ratio: float = 0.75
+
+    def __call__(self, grid_size: tuple[int, int, int], gen: random.Random) -> dict[str, torch.Tensor]:
+        depth, rows, columns = _grid_3d(grid_size, "tube")
+        plane = rows * columns
+        chosen = gen.sample(range(plane), _masked_count(self.ratio, plane))
+        return _mask_output([z * plane + i for z in range(depth) for i in chosen], depth * plane)
+
+
+def _grid_3d(grid_size, name: str) -> tuple[int, int, int]:
+    if len(grid_size) != 3:
+        raise ValueError(f"the {name} mask is for volumes (a 3-D patch grid, MaskSpec.dims=3), got the grid "
+                         f"{tuple(grid_size)}")
+    return tuple(int(g) for g in grid_size)
+
+
 # --------------------------------------------------------------------------------------- per sample
 def draw_masks(spec, view_sizes: list[int], seed: int, epoch: int, index: int) -> dict[str, torch.Tensor]:
     """The masks of one sample as ``spec`` (a :class:`~selfsup.views.spec.MaskSpec`) asks, for views of these
@@ -245,7 +284,7 @@ def draw_masks(spec, view_sizes: list[int], seed: int, epoch: int, index: int) -
     single = isinstance(spec.views, int)
     per_view = []
     for v in ((spec.views,) if single else spec.views):
-        grid = (view_sizes[v] // spec.patch_size,) * 2
+        grid = (view_sizes[v] // spec.patch_size,) * spec.dims
         per_view.append(spec.strategy(grid, sample_generator(seed, epoch, index, salt=MASK_SALT + v)))
     if single:
         return per_view[0]
@@ -270,9 +309,11 @@ def check_mask_spec(spec, view_sizes: list[int]) -> None:
 __all__ = [
     "MASK_STRATEGIES",
     "BlockMask",
+    "CubeMask",
     "MaskStrategy",
     "MultiBlockMask",
     "RandomMask",
+    "TubeMask",
     "build_mask_strategy",
     "check_mask_spec",
     "draw_masks",

@@ -56,6 +56,9 @@ class MaskSpec:
     strategy: "MaskStrategy"
     patch_size: int
     views: int | tuple[int, ...] = 0
+    # Spatial dimensions of the patch grid: 2 for images ((rows, columns)), 3 for volumes ((depth, rows,
+    # columns), patches numbered depth-major; the ``cube`` and ``tube`` strategies).
+    dims: int = 2
 
 
 @dataclass(frozen=True)
