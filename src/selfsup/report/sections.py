@@ -216,12 +216,12 @@ def augmented_views(ctx: RunContext, samples: int = 4) -> str:
     sampler = EpochBatchSampler(len(train), 1, cfg.seed)
     order = [batch[0][1] for batch, _ in zip(sampler, range(samples))]
     batch = ViewCollate(Preprocess(cfg.data.image_size, mean, std), dataset.kind)([dataset[(0, index)] for index in order])
-    mean_t = torch.tensor(mean).view(1, -1, 1, 1)
-    std_t = torch.tensor(std).view(1, -1, 1, 1)
+    shape = (1, -1) + (1,) * (batch["views"][0].ndim - 2)  # images (B, C, H, W) or volumes (B, C, D, H, W)
+    mean_t, std_t = torch.tensor(mean).view(shape), torch.tensor(std).view(shape)
     views = [(v * std_t + mean_t).clamp(0, 1) for v in batch["views"]]  # undo the normalisation for display
     sizes = spec.view_sizes(cfg.data.image_size)
     masked_views = []
-    if spec.masks is not None:
+    if spec.masks is not None and spec.masks.dims == 2:  # 3-D masks (volumes) are not drawn on a middle slice
         masked_views = [spec.masks.views] if isinstance(spec.masks.views, int) else list(spec.masks.views)
     header = ["image"] + [f"view {v + 1} ({sizes[v]} px)" for v in range(len(views))]
     header += [f"view {v + 1} masked" for v in masked_views]
