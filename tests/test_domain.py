@@ -218,3 +218,16 @@ def test_channels_key_names_the_band_count(geotiff_folder, tmp_path):
     with pytest.raises(Exception, match="13 bands.*data.channels"):
         open_data(str(root), channels=3)
     assert compute_stats(open_data(str(root)).train, max_images=5).images == 5
+
+
+def test_npz_statistics_beside_the_file_are_found(tmp_path, capsys):
+    from selfsup.cli import main
+
+    images, labels = generate_spectral(30, seed=2)
+    np.savez(tmp_path / "s.npz", images=images, labels=labels)
+    assert main(["data", "stats", str(tmp_path / "s.npz")]) == 0
+    assert (tmp_path / "s.stats.json").is_file() and "data.stats=" not in capsys.readouterr().out
+    messages = []
+    train = open_data(str(tmp_path / "s.npz"), log=messages.append).train
+    assert any("s.stats.json" in m for m in messages)  # read, not recomputed
+    assert train.stats.images == len(train) < 30 and train.channel_kind == "bands"  # the train split only

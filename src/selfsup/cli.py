@@ -14,7 +14,7 @@ from selfsup.data import DataError, open_folder, open_npz
 from selfsup.data.folder import PIXEL_MODES
 from selfsup.data.geotiff import write_geotiff_folder
 from selfsup.data.spectral import spectral_splits_arrays
-from selfsup.data.stats import STATS_FILE, compute_stats, save_stats
+from selfsup.data.stats import compute_stats, default_stats_file, save_stats
 from selfsup.engine.trainer import TrainingDiverged
 from selfsup.eval.compare import compare_runs
 from selfsup.eval.evaluate import evaluate_any_backbone, evaluate_run
@@ -156,7 +156,7 @@ def _data_stats(args) -> int:
     stats = compute_stats(train, max_images=args.max_images,
                           progress=lambda done, total: done % max(1, total // 10) == 0 and print(
                               f"  {done}/{total} images", file=sys.stderr))
-    out = Path(args.out) if args.out else (path / STATS_FILE if path.is_dir() else path.with_suffix(".stats.json"))
+    out = Path(args.out) if args.out else default_stats_file(path)
     save_stats(stats, out)
     print(f"{train.name}: {stats.images} of {stats.files} images, {stats.channels} bands, {stats.dtype}"
           f"{' (a sample: --max-images)' if stats.images < stats.files else ''}")
@@ -166,7 +166,7 @@ def _data_stats(args) -> int:
               f"{stats.percentiles['1'][c]:>12.6g} {stats.percentiles['99'][c]:>12.6g} {stats.max[c]:>12.6g}")
     for where, reason in stats.skipped:
         print(f"skipped {where}: {reason}", file=sys.stderr)
-    print(f"saved {out}" + ("" if out.parent == path else f" (give it to runs as data.stats={out})"))
+    print(f"saved {out}" + ("" if out == default_stats_file(path) else f" (give it to runs as data.stats={out})"))
     return 0
 
 

@@ -64,12 +64,12 @@ def open_data(spec: str | os.PathLike, channels: int | None = None, max_bad_frac
         if shard_paths(path):  # .tar files in it: a folder of shards
             return open_shards(path, channels or 3, max_bad_fraction, seed, holdout_fraction)
         splits = open_folder(path, channels, max_bad_fraction, seed, holdout_fraction, pixels)
-        return window_raw_splits(splits, stats, clip_percentiles, root=path, log=log)
+        return window_raw_splits(splits, stats, clip_percentiles, data_path=path, log=log)
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix == ".npz":
             splits = open_npz(path, channels, seed, holdout_fraction, pixels)
-            return window_raw_splits(splits, stats, clip_percentiles, log=log)
+            return window_raw_splits(splits, stats, clip_percentiles, data_path=path, log=log)
         if suffix in MANIFEST_SUFFIXES:
             return open_manifest(path, channels or 3, max_bad_fraction, seed, holdout_fraction)
         if suffix == SHARD_SUFFIX:

@@ -297,17 +297,24 @@ def load_stats(path: str | os.PathLike) -> DatasetStats:
     return DatasetStats.from_json(data)
 
 
+def default_stats_file(data_path: str | os.PathLike) -> Path:
+    """Where ``selfsup data stats`` saves, and runs look for, a source's statistics: :data:`STATS_FILE` in a
+    folder, ``<name>.stats.json`` beside a file."""
+    path = Path(data_path)
+    return path / STATS_FILE if path.is_dir() else path.with_suffix(".stats.json")
+
+
 def window_raw_splits(splits, stats_path: str | os.PathLike | None, clip: Sequence[float] | None,
-                      root: str | os.PathLike | None = None, log: Callable[[str], None] = lambda message: None):
+                      data_path: str | os.PathLike | None = None, log: Callable[[str], None] = lambda message: None):
     """Give the raw sources of ``splits`` (train, and test with the same window) their pixel window and
-    normalisation: from ``stats_path`` (``data.stats``), else from :data:`STATS_FILE` in ``root`` when there is
-    one, else computed now on the train split. The statistics used are kept as ``splits.train.stats`` (a run
+    normalisation: from ``stats_path`` (``data.stats``), else from the data's :func:`default_stats_file` when
+    there is one, else computed now on the train split. The statistics used are kept as ``splits.train.stats`` (a run
     writes them to its folder). Sources that are not raw are left as they are."""
     train = splits.train
     if not getattr(train, "raw", False):
         return splits
     clip = None if clip is None else (float(clip[0]), float(clip[1]))
-    candidate = Path(stats_path) if stats_path else (Path(root) / STATS_FILE if root else None)
+    candidate = Path(stats_path) if stats_path else (default_stats_file(data_path) if data_path else None)
     stats = None
     if candidate is not None and (stats_path or candidate.is_file()):
         stats = load_stats(candidate)
