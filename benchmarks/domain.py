@@ -25,7 +25,7 @@ from common import ROOT, write_row
 from learning import run_and_measure
 
 FOLDER = ROOT / ".data" / "spectral-geotiff"
-# recipe -> (optimizer steps, overrides): about 3 minutes each on 2 cores.
+# recipe -> (optimizer steps, overrides): 2-3 minutes each on 2 cores; MAE learns more slowly (`train.max_steps=2000`).
 STEPS = {"simclr-small": (300, ["train.batch_size=256"]), "mae": (500, ["train.batch_size=128"])}
 COMMON = ["data.cache=true", "data.overhead=true", "data.hflip=true", "train.epochs=null", "train.budget=null",
           "train.progress=false", "eval.report=false"]
@@ -39,7 +39,8 @@ def selfsup(*args: str) -> subprocess.CompletedProcess:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--methods", nargs="*", default=list(STEPS), help="recipe names")
-    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--tag", help="suffix of the result file (domain_<recipe>-<tag>.json): variants keep their rows")
+    parser.add_argument("overrides", nargs="*", help="key=value for every run; give them before --methods")
     args = parser.parse_args()
     if not (FOLDER / "test").is_dir():
         start = time.perf_counter()
@@ -65,8 +66,9 @@ def main() -> None:
         scores = results["results"]
         margins = {f"over_{row}": round(100 * (scores["pretrained"]["knn_top1@20"] - scores[row]["knn_top1@20"]), 1)
                    for row in ("random_init", "raw_pixels") if row in scores}
-        shown = " ".join(["benchmarks/domain.py", f"--methods {recipe}", *map(shlex.quote, args.overrides)])
-        print(write_row(f"domain_{recipe}", {
+        shown = " ".join(["benchmarks/domain.py", *map(shlex.quote, args.overrides), f"--methods {recipe}",
+                          *([f"--tag {args.tag}"] if args.tag else [])])
+        print(write_row(f"domain_{recipe}" + (f"-{args.tag}" if args.tag else ""), {
             "benchmark": "domain", "dataset": "spectral GeoTIFF folder (13 bands, uint16, 5000 + 1000)",
             "recipe": recipe, "method": results["run"]["method"], "backbone": results["run"]["backbone"],
             "steps": results["run"]["steps"], "epochs": round(results["run"]["epochs"], 1), "command": shown,
