@@ -6,8 +6,8 @@ Layouts understood (extensions are matched case-insensitively; hidden files/fold
     root/{class}/**/*.png                                       labelled; a stratified held-out test split is carved
     root/**/*.tif                                               unlabeled (images directly in root, or mixed)
 
-Raw domain images (``pixels="raw"``, or ``"auto"`` when the folder holds ``.npy`` / ``.npz`` / NIfTI / DICOM
-files, or TIFF / PNG files with other than 1 or 3 bands or other than 8 bits): every file of
+Raw domain images (``pixels="raw"``, or ``"auto"`` when most of the folder's files are ``.npy`` / ``.npz`` /
+NIfTI / DICOM files, or TIFF / PNG files with other than 1 or 3 bands or other than 8 bits): every file of
 :data:`selfsup.data.readers.RAW_EXTENSIONS` is read as it is (bands, dtype, range), checked (NaN, inf, odd
 dtypes, tiny images) and held to the folder's majority band count, dtype and dimensionality; the files that
 differ are bad files with the reason and the fix. The pixel window comes later, from the statistics. A folder
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 PIXEL_MODES = ("auto", "8bit", "raw")
 _RAW_ONLY = tuple(e for e in RAW_EXTENSIONS if e not in IMAGE_EXTENSIONS)  # .npy .npz .nii .nii.gz .dcm
-_PROBED = 16  # files of a TIFF / PNG folder looked at to decide between 8-bit and raw
+_PROBED = 16  # files looked at (spread over the folder) to decide between 8-bit and raw
 _SKIPPED_DIRS = {"__MACOSX"}
 _TRAIN_NAMES = ("train",)
 _TEST_NAMES = ("test", "val")
@@ -185,15 +185,28 @@ def _probe(path: str) -> RawInfo | None:
         return None
 
 
-def _is_raw(splits: dict[str, _Split]) -> bool:
-    """``pixels="auto"``: raw when some file only the raw readers read, or when one of the first TIFF / PNG
-    files has other than 1 or 3 bands or other than 8 bits."""
-    paths = [(s.root, p) for s in splits.values() for p in s.paths]
-    if any(_extension(p) in _RAW_ONLY for _, p in paths):
+def _needs_raw(path: str) -> bool:
+    """Whether one file needs the raw readers: a raw-only format, or a TIFF / PNG with other than 1 or 3 bands,
+    more than 8 bits or more than two dimensions."""
+    extension = _extension(path)
+    if extension in _RAW_ONLY:
         return True
-    probed = [_probe(str(root / p)) for root, p in paths if _extension(p) in (".tif", ".tiff", ".png")][:_PROBED]
-    return any(info is not None and (info.bands not in (1, 3) or info.dtype != "uint8" or info.ndim != 2)
-               for info in probed)
+    if extension not in (".tif", ".tiff", ".png"):
+        return False
+    info = _probe(path)
+    return info is not None and (info.bands not in (1, 3) or info.dtype != "uint8" or info.ndim != 2)
+
+
+def _is_raw(splits: dict[str, _Split]) -> bool:
+    """``pixels="auto"``: raw when most files need the raw readers (:func:`_needs_raw`), judged on up to
+    :data:`_PROBED` files spread over the folder. A photo folder with one stray 16-bit PNG or ``.npy`` stays an
+    8-bit folder (the odd file is then a bad file with its reason); a folder of GeoTIFFs is raw."""
+    paths = [str(s.root / p) for s in splits.values() for p in s.paths]
+    if not paths:
+        return False
+    step = max(1, len(paths) // _PROBED)
+    sample = paths[::step][:_PROBED]
+    return 2 * sum(map(_needs_raw, sample)) > len(sample)
 
 
 def _scan_raw(jobs: list[str], channels: int | None) -> tuple[list[tuple[str | None, int, int]], int, int]:
