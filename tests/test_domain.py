@@ -231,3 +231,15 @@ def test_npz_statistics_beside_the_file_are_found(tmp_path, capsys):
     train = open_data(str(tmp_path / "s.npz"), log=messages.append).train
     assert any("s.stats.json" in m for m in messages)  # read, not recomputed
     assert train.stats.images == len(train) < 30 and train.channel_kind == "bands"  # the train split only
+
+
+def test_a_photo_folder_with_one_stray_sixteen_bit_png_stays_eight_bit(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(tmp_path / f"{i}.jpg")
+    Image.fromarray(rng.integers(0, 65536, (12, 12)).astype(np.uint16)).save(tmp_path / "deep.png")
+    train = open_data(str(tmp_path)).train
+    assert not train.raw and train.channels == 3 and len(train) == 6  # the 16-bit PNG is decoded to 8 bits
+    assert open_data(str(tmp_path), pixels="raw").train.channels == 1  # forced raw: only the PNG is read
