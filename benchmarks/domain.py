@@ -15,14 +15,13 @@ machine runs; the wall time and images/s do. Writes benchmarks/results/domain_<r
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import subprocess
 import sys
 import time
 
 from common import ROOT, write_row
-from learning import run_and_measure
+from learning import knn_margins, train_and_read
 
 FOLDER = ROOT / ".data" / "spectral-geotiff"
 # recipe -> (optimizer steps, overrides): 2-3 minutes each on 2 cores; MAE learns more slowly (`train.max_steps=2000`).
@@ -52,20 +51,12 @@ def main() -> None:
     print(stats.stdout.splitlines()[0], f"({stats_time} s)", flush=True)
     for recipe in args.methods:
         steps, recipe_overrides = STEPS[recipe]
-        name = f"bench-domain-{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_dir = ROOT / "benchmarks" / "runs" / name
         overrides = [f"data.source={FOLDER}", f"train.max_steps={steps}", *COMMON, *recipe_overrides, *args.overrides]
-        cmd = [sys.executable, "-m", "selfsup.cli", "train", recipe, f"name={name}", "runs_dir=benchmarks/runs",
-               *overrides]
-        start = time.perf_counter()
-        code, peak = run_and_measure(cmd, ROOT / "benchmarks" / "runs" / f"{name}.log")
-        if code != 0:
-            print(f"{recipe}: failed with exit code {code}; see {run_dir}.log", file=sys.stderr)
+        name, results, peak, wall = train_and_read(recipe, "bench-domain", overrides)
+        if results is None:
             continue
-        results = json.loads((run_dir / "results.json").read_text())
         scores = results["results"]
-        margins = {f"over_{row}": round(100 * (scores["pretrained"]["knn_top1@20"] - scores[row]["knn_top1@20"]), 1)
-                   for row in ("random_init", "raw_pixels") if row in scores}
+        margins = knn_margins(scores)
         shown = " ".join(["benchmarks/domain.py", *map(shlex.quote, args.overrides), f"--methods {recipe}",
                           *([f"--tag {args.tag}"] if args.tag else [])])
         print(write_row(f"domain_{recipe}" + (f"-{args.tag}" if args.tag else ""), {
@@ -74,7 +65,7 @@ def main() -> None:
             "steps": results["run"]["steps"], "epochs": round(results["run"]["epochs"], 1), "command": shown,
             "stats_time_s": stats_time, "images_per_s": results["run"]["images_per_s"],
             "train_wall_time_s": results["run"]["wall_time_s"], "eval_time_s": results.get("eval_time_s"),
-            "total_wall_time_s": round(time.perf_counter() - start, 1), "peak_memory_mib": round(peak),
+            "total_wall_time_s": round(wall, 1), "peak_memory_mib": round(peak),
             "results": scores, "knn20_margin_points": margins, "run": name,
         }), scores["pretrained"], margins, flush=True)
 

@@ -11,13 +11,10 @@ RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
-import sys
-import time
 
-from common import ROOT, write_row
-from learning import run_and_measure
+from common import write_row
+from learning import train_and_read
 
 RECIPES = ["clip", "siglip", "convirt", "slip"]
 SHOWN = ["zero_shot_top1", "zero_shot_top5", "image_to_text_recall@1", "text_to_image_recall@1", "knn_top1@20",
@@ -31,17 +28,11 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     for recipe in args.methods:
-        name = f"bench-image-text-{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_dir = ROOT / "benchmarks" / "runs" / name
-        cmd = [sys.executable, "-m", "selfsup.cli", "train", recipe, f"name={name}", "runs_dir=benchmarks/runs",
-               "train.epochs=null", f"train.budget={args.budget}", "train.progress=false", "eval.report=false",
-               *args.overrides]
-        start = time.perf_counter()
-        code, peak = run_and_measure(cmd, ROOT / "benchmarks" / "runs" / f"{name}.log")
-        if code != 0:
-            print(f"{recipe}: failed with exit code {code}; see {run_dir}.log", file=sys.stderr)
+        overrides = ["train.epochs=null", f"train.budget={args.budget}", "train.progress=false", "eval.report=false",
+                     *args.overrides]
+        name, results, peak, wall = train_and_read(recipe, "bench-image-text", overrides)
+        if results is None:
             continue
-        results = json.loads((run_dir / "results.json").read_text())
         rows = {row: {k: v for k, v in scores.items() if k in SHOWN} for row, scores in results["results"].items()}
         shown = " ".join(["benchmarks/image_text.py", f"--budget {args.budget}", f"--methods {recipe}",
                           *map(shlex.quote, args.overrides)])
@@ -50,7 +41,7 @@ def main() -> None:
             "backbone": results["run"]["backbone"], "budget": args.budget, "command": shown,
             "steps": results["run"]["steps"], "epochs": round(results["run"]["epochs"], 1),
             "images_per_s": results["run"]["images_per_s"], "train_wall_time_s": results["run"]["wall_time_s"],
-            "eval_time_s": results.get("eval_time_s"), "total_wall_time_s": round(time.perf_counter() - start, 1),
+            "eval_time_s": results.get("eval_time_s"), "total_wall_time_s": round(wall, 1),
             "peak_memory_mib": round(peak), "results": rows, "run": name,
         }), rows["pretrained"], flush=True)
 

@@ -74,6 +74,28 @@ def run_and_measure(cmd: list[str], log: Path) -> tuple[int, float]:
     return os.waitstatus_to_exitcode(status), usage.ru_maxrss / 1024
 
 
+def train_and_read(recipe: str, prefix: str, overrides: list[str]) -> tuple[str, dict | None, float, float]:
+    """``selfsup train recipe`` as a run ``<prefix>-<recipe>-<time>`` under benchmarks/runs with ``overrides``:
+    (run name, its results.json or None when it failed, peak memory MiB, wall seconds). A failure is reported
+    with its log."""
+    name = f"{prefix}-{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
+    cmd = [sys.executable, "-m", "selfsup.cli", "train", recipe, f"name={name}", "runs_dir=benchmarks/runs", *overrides]
+    start = time.perf_counter()
+    log = ROOT / "benchmarks" / "runs" / f"{name}.log"
+    code, peak = run_and_measure(cmd, log)
+    wall = time.perf_counter() - start
+    if code != 0:
+        print(f"{recipe}: failed with exit code {code}; see {log}", file=sys.stderr)
+        return name, None, peak, wall
+    return name, json.loads((ROOT / "benchmarks" / "runs" / name / "results.json").read_text()), peak, wall
+
+
+def knn_margins(scores: dict) -> dict[str, float]:
+    """kNN@20 points of the pretrained row over the random-init and raw-pixel rows (those present)."""
+    return {f"over_{row}": round(100 * (scores["pretrained"]["knn_top1@20"] - scores[row]["knn_top1@20"]), 1)
+            for row in ("random_init", "raw_pixels") if row in scores}
+
+
 def measure(dataset: str, recipe: str, seed: int, budget: str, overrides: list[str]) -> dict | None:
     source = str(cifar10_folder()) if dataset == "cifar10" else "digits"
     name = f"bench-learning-{dataset}-{recipe}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -12,13 +12,10 @@ voxels costs minutes and is not what the comparison is about). Writes benchmarks
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
-import sys
-import time
 
-from common import ROOT, write_row
-from learning import run_and_measure
+from common import write_row
+from learning import knn_margins, train_and_read
 
 RECIPE = "mae-3d"
 STEPS = 300
@@ -31,25 +28,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    name = f"bench-volumes-{RECIPE}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = ROOT / "benchmarks" / "runs" / name
     overrides = [f"train.max_steps={args.steps}", *COMMON, *args.overrides]
-    cmd = [sys.executable, "-m", "selfsup.cli", "train", RECIPE, f"name={name}", "runs_dir=benchmarks/runs", *overrides]
-    start = time.perf_counter()
-    code, peak = run_and_measure(cmd, ROOT / "benchmarks" / "runs" / f"{name}.log")
-    if code != 0:
-        raise SystemExit(f"{RECIPE}: failed with exit code {code}; see {run_dir}.log")
-    results = json.loads((run_dir / "results.json").read_text())
+    name, results, peak, wall = train_and_read(RECIPE, "bench-volumes", overrides)
+    if results is None:
+        raise SystemExit(1)
     scores = results["results"]
-    margins = {f"over_{row}": round(100 * (scores["pretrained"]["knn_top1@20"] - scores[row]["knn_top1@20"]), 1)
-               for row in ("random_init", "raw_pixels") if row in scores}
+    margins = knn_margins(scores)
     shown = " ".join(["benchmarks/volumes.py", f"--steps {args.steps}", *map(shlex.quote, args.overrides)])
     print(write_row(f"volumes_{RECIPE}", {
         "benchmark": "volumes", "dataset": "volumes (generated, 1 channel uint16, 16^3, 2000 + 500, 4 classes)",
         "recipe": RECIPE, "method": results["run"]["method"], "backbone": results["run"]["backbone"],
         "steps": results["run"]["steps"], "epochs": round(results["run"]["epochs"], 1), "command": shown,
         "images_per_s": results["run"]["images_per_s"], "train_wall_time_s": results["run"]["wall_time_s"],
-        "eval_time_s": results.get("eval_time_s"), "total_wall_time_s": round(time.perf_counter() - start, 1),
+        "eval_time_s": results.get("eval_time_s"), "total_wall_time_s": round(wall, 1),
         "peak_memory_mib": round(peak), "results": scores, "knn20_margin_points": margins, "run": name,
     }), scores["pretrained"], margins, flush=True)
 

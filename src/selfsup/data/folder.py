@@ -68,8 +68,10 @@ def _extension(filename: str) -> str:
     return raw_extension(filename) or os.path.splitext(filename)[1].lower()
 
 
-def _walk(root: Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> _Split:
-    split = _Split(root)
+def _walk(root: Path) -> list[str]:
+    """Every file under ``root`` that is not hidden, as sorted posix paths relative to it (symlink loops and
+    folders linked twice are walked once)."""
+    files: list[str] = []
     seen_dirs: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
@@ -79,14 +81,16 @@ def _walk(root: Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> _Split:
         seen_dirs.add(real)
         dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
         rel_dir = os.path.relpath(dirpath, root)
-        for filename in sorted(filenames):
-            if _hidden(filename):
-                continue
-            rel = filename if rel_dir == "." else f"{Path(rel_dir).as_posix()}/{filename}"
-            if _extension(filename) in extensions:
-                split.paths.append(rel)
-            else:
-                split.ignored.append(rel)
+        files += [filename if rel_dir == "." else f"{Path(rel_dir).as_posix()}/{filename}"
+                  for filename in sorted(filenames) if not _hidden(filename)]
+    return files
+
+
+def _split_of(root: Path, files: list[str], extensions: tuple[str, ...]) -> _Split:
+    """The image files of one split among ``files`` (those with ``extensions``; the others are ignored)."""
+    split = _Split(root)
+    for rel in files:
+        (split.paths if _extension(rel.rsplit("/", 1)[-1]) in extensions else split.ignored).append(rel)
     split.paths.sort()
     split.class_of = [p.split("/", 1)[0] if "/" in p else None for p in split.paths]
     split.labelled = bool(split.paths) and all(c is not None for c in split.class_of)
@@ -249,10 +253,12 @@ def open_folder(root: str | os.PathLike, channels: int | None = None, max_bad_fr
     walk_extensions = IMAGE_EXTENSIONS if pixels == "8bit" else RAW_EXTENSIONS if pixels == "raw" else \
         tuple(dict.fromkeys(IMAGE_EXTENSIONS + RAW_EXTENSIONS))
     split_roots = {"train": root} if dirs is None else {"train": dirs[0], **({"test": dirs[1]} if dirs[1] else {})}
-    splits = {name: _walk(path, walk_extensions) for name, path in split_roots.items()}
+    files = {name: _walk(path) for name, path in split_roots.items()}  # walked once, whatever the mode
+    splits = {name: _split_of(split_roots[name], found, walk_extensions) for name, found in files.items()}
     raw = pixels == "raw" or (pixels == "auto" and _is_raw(splits))
-    if pixels == "auto":  # walk again with the extensions of the mode chosen
-        splits = {name: _walk(path, RAW_EXTENSIONS if raw else IMAGE_EXTENSIONS) for name, path in split_roots.items()}
+    if pixels == "auto":  # the files of the mode chosen
+        chosen = RAW_EXTENSIONS if raw else IMAGE_EXTENSIONS
+        splits = {name: _split_of(split_roots[name], found, chosen) for name, found in files.items()}
     if not raw and channels not in (None, 1, 3):
         raise DataError(
             f"{root}: 8-bit image files give 1 (gray) or 3 (RGB) channels, not channels={channels}; use channels 1 "

@@ -1,7 +1,7 @@
 """What a method asks the data pipeline to deliver for each sample."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -88,16 +88,17 @@ class ViewSpec:
         return [crop.size or image_size for crop in self.crops for _ in range(crop.count)]
 
 
+def with_every_crop(views: ViewSpec, **changes) -> ViewSpec:
+    """The same views with ``changes`` (CropSpec fields) in every crop group."""
+    return replace(views, crops=tuple(replace(crop, **changes) for crop in views.crops))
+
+
 def overhead_views(views: ViewSpec) -> ViewSpec:
     """The same views with vertical flips (p=0.5) and 90-degree rotations in every crop group (``data.overhead``:
     imagery seen from above has no up)."""
-    from dataclasses import replace
-
-    return replace(views, crops=tuple(replace(crop, vflip_p=0.5, rot90=True) for crop in views.crops))
+    return with_every_crop(views, vflip_p=0.5, rot90=True)
 
 
 def without_flips(views: ViewSpec) -> ViewSpec:
     """The same views with horizontal flips turned off in every crop group (``data.hflip: false``)."""
-    from dataclasses import replace
-
-    return replace(views, crops=tuple(replace(crop, flip_p=0.0) for crop in views.crops))
+    return with_every_crop(views, flip_p=0.0)
