@@ -2,7 +2,8 @@
 from selfsup.losses.clustering import sinkhorn_knopp, swav_loss
 from selfsup.losses.coding_rate import emp_ssl_loss, patch_invariance, total_coding_rate
 from selfsup.losses.contrastive import info_nce, mochi_negatives, nt_xent, supcon
-from selfsup.losses.distillation import dino_loss, masked_patch_distillation, negative_cosine, update_center
+from selfsup.losses.distillation import (dino_loss, feature_distillation, masked_patch_distillation, negative_cosine,
+                                        similarity_distillation, soft_target_distillation, update_center)
 from selfsup.losses.image_text import clip_loss, convirt_loss, siglip_loss
 from selfsup.losses.predictive import latent_prediction_loss, view_prediction_loss
 from selfsup.losses.reconstruction import masked_patch_mse, masked_pixel_l1
@@ -16,6 +17,7 @@ __all__ = [
     "dino_loss",
     "emp_ssl_loss",
     "epps_pulley",
+    "feature_distillation",
     "info_nce",
     "latent_prediction_loss",
     "masked_patch_distillation",
@@ -27,9 +29,11 @@ __all__ = [
     "nt_xent",
     "patch_invariance",
     "siglip_loss",
+    "similarity_distillation",
     "sigreg",
     "sigreg_directions",
     "sinkhorn_knopp",
+    "soft_target_distillation",
     "supcon",
     "swav_loss",
     "total_coding_rate",

@@ -1,4 +1,5 @@
-"""Self-distillation losses: a student predicts a teacher (SimSiam, BYOL, DINO, iBOT).
+"""Distillation losses: a student predicts a teacher, its own moving average (SimSiam, BYOL, DINO, iBOT) or a
+frozen pre-trained one (feature matching, SEED's similarity distributions, soft class targets).
 
 Distributed semantics: the losses are means over this rank's samples, which DDP's gradient averaging turns into
 the global mean. The centres of DINO and iBOT are the batch statistics: :func:`update_center` takes them over
@@ -130,3 +131,76 @@ def masked_patch_distillation_at_masks(student_masked: torch.Tensor, teacher_pat
     image_of_patch = mask.nonzero()[:, 0]
     per_image = per_patch.new_zeros(mask.shape[0]).index_add(0, image_of_patch, per_patch)
     return (per_image / mask.sum(dim=-1).clamp(min=1).to(per_image.dtype)).mean()
+
+
+# -- distillation from a frozen teacher (selfsup.methods.distill, dmae, simclrv2_distill) -------------------------
+FEATURE_DISTANCES = ("cosine", "smooth_l1", "l1", "mse")
+
+
+def feature_distillation(student: torch.Tensor, teacher: torch.Tensor, distance: str = "cosine",
+                         normalize_target: bool = True) -> torch.Tensor:
+    """Feature matching: the student's (projected) features regress the frozen teacher's, vector by vector
+    along the last dimension (FitNets, Romero et al., ICLR 2015; Heo et al., "A Comprehensive Overhaul of
+    Feature Distillation", ICCV 2019; DMAE, Bai et al., CVPR 2023, on patch tokens).
+
+    ``distance``: ``cosine`` (``1 - cos``, blind to the teacher's scale), or ``smooth_l1`` / ``l1`` / ``mse``
+    against the teacher's vectors, which ``normalize_target`` first standardises per vector (a layer norm
+    without affine parameters: a teacher's residual-stream tokens or post-ReLU features have scales of their
+    own that an elementwise distance would otherwise weigh). Shapes (..., D), any leading dims; the mean over
+    vectors; float32; the teacher is detached. Distributed: per vector, a local mean; no communication.
+    """
+    if student.shape != teacher.shape:
+        raise ValueError(f"feature_distillation expects one shape, got {tuple(student.shape)} and {tuple(teacher.shape)}")
+    student, teacher = student.float(), teacher.detach().float()
+    if distance == "cosine":
+        return 1 - F.cosine_similarity(student, teacher, dim=-1).mean()
+    if normalize_target:
+        teacher = F.layer_norm(teacher, teacher.shape[-1:], eps=1e-6)
+    if distance == "smooth_l1":
+        return F.smooth_l1_loss(student, teacher, beta=1.0)
+    if distance == "l1":
+        return F.l1_loss(student, teacher)
+    if distance == "mse":
+        return F.mse_loss(student, teacher)
+    raise ValueError(f"feature_distillation: unknown distance {distance!r}; use one of {', '.join(FEATURE_DISTANCES)}")
+
+
+def similarity_distillation(student: torch.Tensor, teacher: torch.Tensor, support: torch.Tensor,
+                            student_temp: float = 0.2, teacher_temp: float = 0.01) -> torch.Tensor:
+    """SEED (Fang, Wang, Wang, Zhang, Yang, Liu, "SEED: Self-supervised Distillation for Visual
+    Representation", ICLR 2021, eq. 2-4): the student learns the teacher's similarity distribution over a
+    support set of teacher embeddings instead of the embeddings themselves.
+
+    With ``z_T``, ``z_S`` the L2-normalised teacher and student embeddings (B, D) and ``d_j`` the normalised rows
+    of ``support`` (K, D) (the teacher queue, which should hold the current batch's own teacher embeddings: the
+    paper appends each sample's ``z_T`` as its positive), ``p_T = softmax(z_T . d / teacher_temp)`` (sharp, no
+    gradient), ``p_S = softmax(z_S . d / student_temp)``, and the loss is the cross-entropy ``-sum_j p_T log p_S``
+    averaged over the batch (the paper's temperatures: 0.01 and 0.2).
+
+    Distributed: per sample given the support set, a local mean; the support set is the caller's and must be
+    the same on every rank (:class:`~selfsup.methods.parts.queue.FeatureQueue` gathers every rank's keys), so N
+    processes x B samples give the loss of one process with N * B.
+    """
+    if student.shape != teacher.shape or support.ndim != 2 or support.shape[1] != student.shape[1]:
+        raise ValueError(f"similarity_distillation: student {tuple(student.shape)}, teacher {tuple(teacher.shape)} "
+                         f"and support {tuple(support.shape)} do not fit")
+    support = F.normalize(support.detach().float(), dim=1)
+    with torch.no_grad():
+        target = F.softmax(F.normalize(teacher.detach().float(), dim=1) @ support.T / teacher_temp, dim=1)
+    log_prediction = F.log_softmax(F.normalize(student.float(), dim=1) @ support.T / student_temp, dim=1)
+    return -(target * log_prediction).sum(dim=1).mean()
+
+
+def soft_target_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                             temperature: float = 1.0) -> torch.Tensor:
+    """Distillation of a classifier's softened predictions (Hinton, Vinyals, Dean, "Distilling the Knowledge in
+    a Neural Network", 2015), as SimCLRv2 distils a fine-tuned teacher on unlabelled images (Chen, Kornblith,
+    Swersky, Norouzi, Hinton, "Big Self-Supervised Models are Strong Semi-Supervised Learners", NeurIPS 2020,
+    eq. 2): ``-sum_y softmax(t / T)_y log softmax(s / T)_y``, averaged over the batch. (B, K) logits; float32; the
+    teacher is detached. Distributed: per sample, a local mean; no communication.
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"soft_target_distillation expects one shape, got {tuple(student_logits.shape)} and "
+                         f"{tuple(teacher_logits.shape)}")
+    target = F.softmax(teacher_logits.detach().float() / temperature, dim=-1)
+    return -(target * F.log_softmax(student_logits.float() / temperature, dim=-1)).sum(dim=-1).mean()
