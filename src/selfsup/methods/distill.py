@@ -50,7 +50,7 @@ TEST_TEACHER = {"name": "small_resnet", "options": {"widths": [8, 8, 16, 16]}, "
 
 class DistillOptions(SameViewsOptions, TeacherMethodOptions):
     loss: Literal["cosine", "smooth_l1", "seed"] = "cosine"
-    normalize_target: bool = True  # smooth_l1: standardise each teacher vector first
+    normalize_teacher: bool = True  # smooth_l1 / l1 / mse: standardise each teacher vector first
     projector_hidden_dim: int = Field(1024, ge=1)
     projector_layers: int = Field(2, ge=1)  # 1: a linear map from the student's width to the teacher's
     num_views: int = Field(1, ge=1)  # augmented student views per image, each matched to the teacher
@@ -125,7 +125,7 @@ class Distill(Method):
             student_map = F.interpolate(student_map, size=grid, mode="bilinear", align_corners=False)
         prediction = self.patch_projector(student_map).flatten(2).transpose(1, 2)  # (B, h * w, D)
         return feature_distillation(prediction, teacher_map.flatten(2).transpose(1, 2), self.options.patch_distance,
-                                    self.options.normalize_target)
+                                    self.options.normalize_teacher)
 
     def forward(self, batch: dict) -> StepOutput:
         o = self.options
@@ -142,7 +142,7 @@ class Distill(Method):
             loss = similarity_distillation(projected, targets, self.queue.get(), o.student_temperature,
                                            o.teacher_temperature)
         else:
-            loss = feature_distillation(projected, targets, o.loss, o.normalize_target)
+            loss = feature_distillation(projected, targets, o.loss, o.normalize_teacher)
         metrics = {"feature_loss": float(loss.detach())}
         if teacher_map is not None:
             patch = self.patch_loss(student_map, teacher_map)

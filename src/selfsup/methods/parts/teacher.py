@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,19 +79,24 @@ class TeacherOptions(BaseModel):
     views_std: list[float] | None = None
 
 
-class TeacherMethodOptions(MethodOptions):
-    """The options every distillation method shares: the teacher, which view it reads and its feature cache."""
+class TeacherChoice(MethodOptions):
+    """``method_options.teacher``: a :class:`TeacherOptions`, or a path as short for its ``weights``."""
 
     teacher: TeacherOptions | None = None
-    # "same": the teacher reads the student's (augmented) view; "clean": an extra un-augmented view, the whole
-    # image resized (the evaluation view), whose teacher features are computed once per sample and cached
-    teacher_view: Literal["same", "clean"] = "same"
-    teacher_cache: bool = True  # cache the clean view's teacher features by sample index (batch["index"])
 
     @field_validator("teacher", mode="before")
     @classmethod
     def _path_shorthand(cls, value):
         return {"weights": value} if isinstance(value, (str, Path)) else value
+
+
+class TeacherMethodOptions(TeacherChoice):
+    """The teacher, which view it reads and its feature cache (the methods that distil pooled features)."""
+
+    # "same": the teacher reads the student's (augmented) view; "clean": an extra un-augmented view, the whole
+    # image resized (the evaluation view), whose teacher features are computed once per sample and cached
+    teacher_view: Literal["same", "clean"] = "same"
+    teacher_cache: bool = True  # cache the clean view's teacher features by sample index (batch["index"])
 
 
 def saved_backbone_meta(path: str | Path) -> dict | None:
@@ -209,7 +215,12 @@ class FrozenTeacher(nn.Module):
                layer: int | None = None) -> torch.Tensor:
         """A ViT teacher's patch tokens (B, K, D) after block ``layer`` (1 = the first; None: the final, normalised
         tokens), of the ``keep_indices`` patches only when given; the blocks after ``layer`` never run."""
-        return vit_patch_tokens(self.model, self.prepare(views), keep_indices, layer, stop=True).float()
+        views = self.prepare(views)
+        if layer is None:
+            return self.model.forward_tokens(views, keep_indices=keep_indices)["patches"].float()
+        with block_output(self.model, layer, stop=True) as captured:
+            self.model.forward_tokens(views, keep_indices=keep_indices)
+        return captured[0].float()
 
 
 def spatial_features(backbone: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,22 +246,14 @@ class _Enough(Exception):
     """Raised by the capturing hook to stop a ViT after the block it needs (the later blocks never run)."""
 
 
-def vit_patch_tokens(backbone: nn.Module, images: torch.Tensor, keep_indices: torch.Tensor | None,
-                     layer: int | None, stop: bool = False, final: dict | None = None) -> torch.Tensor:
-    """A ViT's patch tokens after block ``layer`` (1-based; None: the final normalised ones), (B, K, D).
-
-    ``stop``: the blocks after ``layer`` do not run (a teacher needs nothing after it); otherwise the whole
-    forward runs and, with ``final`` (a dict), its ``forward_tokens`` output is stored there (the student needs
-    both its intermediate tokens and its output)."""
+@contextmanager
+def block_output(backbone: nn.Module, layer: int, stop: bool = False):
+    """Inside, a ViT's forwards append their patch tokens after block ``layer`` (1-based, before the final norm),
+    (B, K, D), to the yielded list; ``stop``: the blocks after it do not run (the forward ends there)."""
     depth = len(backbone.model.blocks)
-    if layer is not None and not 1 <= layer <= depth:
+    if not 1 <= layer <= depth:
         raise ValueError(f"layer {layer} is not a block of this ViT (1 to {depth})")
-    if layer is None:
-        tokens = backbone.forward_tokens(images, keep_indices=keep_indices)
-        if final is not None:
-            final.update(tokens)
-        return tokens["patches"]
-    captured = []
+    captured: list[torch.Tensor] = []
 
     def capture(module, inputs, output):
         captured.append(output[:, backbone.num_prefix_tokens:])
@@ -259,14 +262,11 @@ def vit_patch_tokens(backbone: nn.Module, images: torch.Tensor, keep_indices: to
 
     handle = backbone.model.blocks[layer - 1].register_forward_hook(capture)
     try:
-        tokens = backbone.forward_tokens(images, keep_indices=keep_indices)
-        if final is not None:
-            final.update(tokens)
+        yield captured
     except _Enough:
         pass
     finally:
         handle.remove()
-    return captured[0]
 
 
 def build_teacher(options: TeacherOptions | None, in_channels: int, *, classifier: bool = False) -> FrozenTeacher:
