@@ -1,4 +1,4 @@
-"""``selfsup train | eval | compare | report | export | bench | list | demo | data``."""
+"""``selfsup train | eval | compare | report | export | embed | bench | list | demo | data``."""
 from __future__ import annotations
 
 import argparse
@@ -20,6 +20,7 @@ from selfsup.eval.compare import compare_runs
 from selfsup.eval.evaluate import evaluate_any_backbone, evaluate_run
 from selfsup.eval.protocols import all_protocols
 from selfsup.export import EXPORT_FORMATS, export_backbone
+from selfsup.export.embeddings import DEFAULT_CHUNK_FILES, PRECISIONS
 from selfsup.export.open_clip import export_open_clip
 from selfsup.export.towers_io import load_towers
 from selfsup.report import write_report
@@ -107,6 +108,28 @@ def _export(args) -> int:
         return 0
     path = export_backbone(args.run, args.format, Path(args.out) if args.out else None)
     print(path)
+    return 0
+
+
+def _embed(args) -> int:
+    """A run directory, saved backbone or backbone name (positional or ``--backbone``, with ``--weights``) on every
+    image file under ``--data``; Ctrl-C keeps the finished chunks and exits 130 (the same command continues)."""
+    if args.backbone is not None and args.backbone_name is not None:
+        raise ConfigError("give the backbone once: RUN_OR_BACKBONE or --backbone, not both")
+    backbone, weights = args.backbone or args.backbone_name, args.weights
+    if backbone is None:
+        if weights is None:
+            raise ConfigError("selfsup embed needs a run directory, a saved backbone or --backbone NAME (and --data, "
+                              "--out)")
+        backbone, weights = weights, None  # a selfsup backbone file given as --weights
+    try:
+        result = api.embed(backbone, args.data, args.out, weights=weights, image_size=args.image_size,
+                           batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
+                           precision=args.precision, pixels=args.pixels, stats=args.stats,
+                           chunk_files=args.chunk_size, restart=args.restart, progress=not args.no_progress)
+    except KeyboardInterrupt:  # the finished chunks are saved; the message saying so is already out
+        return 130
+    print(result.summary())
     return 0
 
 
@@ -231,6 +254,34 @@ def build_parser() -> argparse.ArgumentParser:
                    "open_clip_model.safetensors + open_clip_config.json (open_clip.create_model('local-dir:OUT'))")
     p.add_argument("--out", help="output file (a folder for open_clip)")
     p.set_defaults(func=_export)
+
+    p = sub.add_parser("embed", help="a backbone's embeddings of every image in a folder, as .npy, .parquet or .csv",
+                       description="`selfsup embed runs/simclr --data photos/ --out emb.parquet`: one row per good "
+                       "file (its path relative to --data, the backbone's pooled features in eval mode); bad files are "
+                       "skipped and listed in OUT.bad_files.txt. Interrupted, the same command continues where it "
+                       "stopped (OUT.parts/ holds the finished chunks).")
+    p.add_argument("backbone", nargs="?", metavar="RUN_OR_BACKBONE", help="run directory, saved backbone (folder or "
+                   ".safetensors), or a backbone name (selfsup list, timm:<model>) with --weights")
+    p.add_argument("--backbone", dest="backbone_name", help="the same as RUN_OR_BACKBONE, as selfsup eval spells it")
+    p.add_argument("--weights", help="state dict (.safetensors, .pt) for a backbone name; default: random init")
+    p.add_argument("--data", required=True, help="folder of images, recursively (class sub-folders or not)")
+    p.add_argument("--out", required=True, help="emb.npy (+ emb.npy.paths.txt, the row order), emb.parquet (path, "
+                   "embedding) or emb.csv (path, dim_0, ...)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--image-size", type=int, help="input size (default: the backbone's own)")
+    p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers decoding files (default 2)")
+    p.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
+                   help="forward pass in fp32, or under bf16 / fp16 autocast; fp16 rows are stored as float16")
+    p.add_argument("--device", default="auto", help="auto (cuda when there is one), cpu, cuda, cuda:1, ...")
+    p.add_argument("--pixels", choices=PIXEL_MODES, help="as data.pixels (default: the run's, else auto)")
+    p.add_argument("--stats", help="pixel statistics of raw data (a run's data_stats.json, or `selfsup data stats`'s "
+                   "file; default: the run's, else DIR/.selfsup-stats.json, else measured)")
+    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_FILES,
+                   help=f"files per saved chunk, the most an interruption loses (default {DEFAULT_CHUNK_FILES})")
+    p.add_argument("--restart", action="store_true", help="discard an interrupted embedding's chunks (or replace a "
+                   "finished OUT) and start over")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it is off anyway without a terminal)")
+    p.set_defaults(func=_embed)
 
     p = sub.add_parser("bench", help="measure a recipe's training throughput, step-time split, memory and MFU",
                        description="Run the recipe's real training pipeline for --warmup steps, then --steps measured "
