@@ -82,12 +82,15 @@ class TeacherOptions(BaseModel):
 class TeacherChoice(MethodOptions):
     """``method_options.teacher``: a :class:`TeacherOptions`, or a path as short for its ``weights``."""
 
-    teacher: TeacherOptions | None = None
+    # A model, not Optional[model], so that a misspelt key names the valid ones; unset = all defaults.
+    teacher: TeacherOptions = Field(default_factory=TeacherOptions)
 
     @field_validator("teacher", mode="before")
     @classmethod
     def _path_shorthand(cls, value):
-        return {"weights": value} if isinstance(value, (str, Path)) else value
+        if value is None:
+            return {}
+        return {"weights": str(value)} if isinstance(value, (str, Path)) else value
 
 
 class TeacherMethodOptions(TeacherChoice):
@@ -271,7 +274,7 @@ def block_output(backbone: nn.Module, layer: int, stop: bool = False):
 
 def build_teacher(options: TeacherOptions | None, in_channels: int, *, classifier: bool = False) -> FrozenTeacher:
     """The frozen teacher of ``options`` for images of ``in_channels`` bands; ``classifier``: it needs a head."""
-    if options is None:
+    if options is None or options == TeacherOptions():
         raise ConfigError(MISSING_TEACHER)
     if options.weights is None and not options.random_init:
         raise ConfigError("method_options.teacher has no weights: set method_options.teacher.weights=<run folder, "
@@ -306,6 +309,13 @@ def build_teacher(options: TeacherOptions | None, in_channels: int, *, classifie
     mean, std = options.mean or normalization.get("mean"), options.std or normalization.get("std")
     if (options.views_mean is None) != (options.views_std is None) or (mean is None) != (std is None):
         raise ConfigError("config key 'method_options.teacher': give mean with std, and views_mean with views_std")
+    if options.views_mean is not None and mean is None:
+        raise ConfigError("config key 'method_options.teacher.views_mean': the teacher's own normalisation is unknown "
+                          "(no backbone.json): give method_options.teacher.mean and .std to renormalise to")
+    for key, values in (("mean", mean), ("std", std), ("views_mean", options.views_mean),
+                        ("views_std", options.views_std)):
+        if values is not None and len(values) != in_channels:
+            raise ConfigError(f"config key 'method_options.teacher.{key}': {len(values)} values for {in_channels} bands")
     where = options.weights or f"random init, seed {options.seed}"
     description = f"{name} ({where})"
     teacher = FrozenTeacher(model, head, image_size=options.image_size or (meta or {}).get("image_size"), mean=mean,
