@@ -30,6 +30,7 @@ last feature map), a ViT's tokens after any block (``tokens``, for DMAE), class 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from contextlib import contextmanager
@@ -117,14 +118,14 @@ def saved_backbone_meta(path: str | Path) -> dict | None:
 
 
 def _fingerprint(modules: list[nn.Module]) -> torch.Tensor:
-    """A float64 checksum of every tensor (position-weighted, so swapped or shifted weights change it too)."""
-    total = torch.zeros((), dtype=torch.float64)
+    """The first 8 bytes of a SHA-256 of every tensor, as an int64 (an integer buffer: no dtype cast of the
+    method, ``.half()`` or ``.to(bfloat16)``, changes it)."""
+    digest = hashlib.sha256()
     for module in modules:
-        for i, tensor in enumerate(module.state_dict().values()):
-            if tensor.is_floating_point():
-                values = tensor.detach().double().flatten().cpu()
-                total += (i + 1) * values.sum() + (values * torch.linspace(0, 1, len(values), dtype=torch.float64)).sum()
-    return total
+        for key, tensor in module.state_dict().items():
+            digest.update(key.encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return torch.tensor(int.from_bytes(digest.digest()[:8], "little", signed=True), dtype=torch.int64)
 
 
 class FrozenTeacher(nn.Module):
@@ -175,8 +176,7 @@ class FrozenTeacher(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
         saved = state_dict.get(prefix + "fingerprint")
-        if saved is not None and not torch.allclose(saved.double().cpu(), self.fingerprint.double().cpu(),
-                                                    rtol=1e-9, atol=1e-6):
+        if saved is not None and int(saved) != int(self.fingerprint):
             error_msgs.append(f"the teacher ({self.description}) is not the one this checkpoint was trained with "
                               "(its weights changed): give method_options.teacher the same teacher to resume")
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
