@@ -4,6 +4,12 @@ A checkpoint holds the method's state (backbone, heads, teachers, queues, buffer
 loop position (:class:`LoopState`: step, epoch, batch within the epoch, elapsed time) and the RNG states of
 every rank. View randomness is derived from (seed, epoch, sample index), so DataLoader workers hold no RNG
 state worth saving. It lives at :func:`selfsup.runs.checkpoint_path` of the run directory.
+
+Checkpoints hold only tensors and plain containers (the RNG states of python and numpy as tensors, not as
+their own pickled objects), so they load with ``torch.load(weights_only=True)``: resuming a run directory
+received from someone else never runs code from it. Checkpoints of earlier versions, whose numpy RNG state is a
+pickled ndarray, still load: numpy's ndarray and dtype are the only types allowed besides (nothing else of
+numpy can run through them); a file holding any other object is refused with the objects named.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from selfsup.backbones.weights import load_tensors_only
 from selfsup.dist import barrier
 from selfsup.files import atomic_path
 from selfsup.runs import checkpoint_path
@@ -34,18 +41,42 @@ class LoopState:
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """This process's RNG states as tensors and plain numbers (what ``weights_only`` loading accepts)."""
+    version, words, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    state = {"python": {"version": version, "state": torch.tensor(words, dtype=torch.int64), "gauss": gauss},
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    """Restore what :func:`rng_state` returned (or the pickled python / numpy objects of older checkpoints)."""
+    python, numpy = state["python"], state["numpy"]
+    if isinstance(python, dict):
+        python = (python["version"], tuple(python["state"].tolist()), python["gauss"])
+    if isinstance(numpy, dict):
+        numpy = (numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"],
+                 numpy["cached_gaussian"])
+    random.setstate(python)
+    np.random.set_state(numpy)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _legacy_numpy_types() -> list[Any]:
+    """What the numpy RNG state of an earlier checkpoint unpickles with: an ndarray of a dtype, nothing else
+    (under numpy 1's module name too)."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy 1
+        from numpy.core.multiarray import _reconstruct
+    return [_reconstruct, (_reconstruct, "numpy.core.multiarray._reconstruct"), np.ndarray, np.dtype,
+            type(np.dtype(np.uint32))]
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -60,7 +91,13 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         path = checkpoint_path(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}: nothing to resume (was the run stopped before its first checkpoint?)")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    saved = load_tensors_only(path, "checkpoint", allow=_legacy_numpy_types(),
+                              hint="selfsup writes its checkpoints with tensors and plain values only, so this one was "
+                                   "not written by selfsup or was changed since; do not resume from it unless you "
+                                   "know where it comes from")
+    if not isinstance(saved, dict) or not {"method", "optimizer", "loop", "rng"} <= saved.keys():
+        raise ValueError(f"{path} is not a selfsup checkpoint (it lacks the method, optimizer, loop or rng entries)")
+    return saved
 
 
 def save_training_state(path: Path, method: torch.nn.Module, optimizer: torch.optim.Optimizer, state: LoopState,
