@@ -226,7 +226,7 @@ def test_exports_load_back_into_selfsup(tmp_path):
     ("small_resnet", {"widths": (8, 16)}, "torchvision", "safetensors"),
     ("resnet18", {"cifar_stem": True}, "timm", "torchvision"),
     (VIT[0], VIT[1], "torchvision", "timm"),
-    ("resnet18", {}, "onnx", "torchvision"),
+    ("resnet18", {}, "tflite", "torchvision"),  # an unknown format lists the registered ones
 ])
 def test_unsupported_combinations(tmp_path, name, options, fmt, hint):
     _save(_backbone(name, **options), tmp_path)
@@ -236,9 +236,10 @@ def test_unsupported_combinations(tmp_path, name, options, fmt, hint):
 
 
 def test_supported_formats():
-    assert supported_formats({"name": "small_resnet", "in_channels": 3}) == ["safetensors"]
+    assert supported_formats({"name": "small_resnet", "in_channels": 3}) == ["safetensors", "hf", "onnx"]
     assert supported_formats({"name": "resnet50", "in_channels": 3, "cifar_stem": False}) == [
-        "safetensors", "torchvision", "timm"]
+        "safetensors", "torchvision", "timm", "hf", "onnx"]
     assert supported_formats({"name": "resnet50", "in_channels": 3, "cifar_stem": True}) == [
-        "safetensors", "torchvision"]
-    assert supported_formats({"name": "timm:convnext_atto", "in_channels": 3}) == ["safetensors", "timm"]
+        "safetensors", "torchvision", "hf", "onnx"]
+    assert supported_formats({"name": "timm:convnext_atto", "in_channels": 3}) == ["safetensors", "timm", "hf", "onnx"]
+    assert supported_formats({"name": "vit3d_micro_cpu", "in_channels": 1}) == ["safetensors", "hf"]

@@ -246,13 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output file (default RUN_DIR/report.html)")
     p.set_defaults(func=_report)
 
-    p = sub.add_parser("export", help="export a run's backbone for timm / torchvision, or an image-text run's two "
-                       "towers for open_clip")
+    p = sub.add_parser("export", help="export a run's backbone for timm / torchvision / ONNX / a Hugging Face-style "
+                       "folder, or an image-text run's two towers for open_clip")
     p.add_argument("run", help="run directory or backbone.safetensors")
     p.add_argument("--format", default="safetensors", choices=[*EXPORT_FORMATS.names(), OPEN_CLIP_FORMAT],
                    help=f"{OPEN_CLIP_FORMAT}: both towers of a run whose towers are open_clip architectures, as "
                    "open_clip_model.safetensors + open_clip_config.json (open_clip.create_model('local-dir:OUT'))")
-    p.add_argument("--out", help="output file (a folder for open_clip)")
+    p.add_argument("--out", help="output file (a folder for open_clip and hf)")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("embed", help="a backbone's embeddings of every image in a folder, as .npy, .parquet or .csv",

@@ -5,6 +5,10 @@ holds what is needed to rebuild and use it: the backbone ``spec`` (see :mod:`sel
 feature width, the input size and the normalization the backbone was trained with. The same JSON is also
 stored in the safetensors header (key ``selfsup``), so a weights file that lost its JSON still loads.
 
+:func:`load_backbone` also reads the Hugging Face-style folder of ``selfsup export --format hf``
+(:mod:`selfsup.export.hf_folder`): ``model.safetensors`` with ``config.json``, whose ``selfsup`` section is
+this metadata.
+
 Both files are written atomically (:mod:`selfsup.files`: temporary file in the same folder, fsync,
 ``os.replace``): a crash or a full disk leaves either the old file or the new one, never half of one.
 """
@@ -29,7 +33,12 @@ HEADER_KEY = "selfsup"
 RESERVED_KEYS = ("spec", "num_features", "image_size", "normalization", "selfsup_version", "format")
 # ``format`` values load_backbone understands. Exported timm / torchvision files hold the state dict of the
 # backbone's inner ``.model``; their JSON names the prefix that turns it back into the backbone's own keys.
-LOADABLE_FORMATS = ("selfsup", "safetensors", "timm", "torchvision")
+LOADABLE_FORMATS = ("selfsup", "safetensors", "timm", "torchvision", "hf")
+# A Hugging Face-style model folder (the file names timm and transformers use); its config.json keeps selfsup's
+# metadata under HF_SECTION.
+HF_CONFIG_NAME = "config.json"
+HF_WEIGHTS_NAME = "model.safetensors"
+HF_SECTION = "selfsup"
 
 
 # ----------------------------------------------------------------------------------------- atomic writes
@@ -117,15 +126,25 @@ def save_backbone(backbone: nn.Module, out_dir: str | os.PathLike, *, image_size
 
 
 # ------------------------------------------------------------------------------------------------- load
-def resolve_backbone_files(path: str | os.PathLike) -> tuple[Path, Path | None]:
-    """``(weights file, its JSON or None)`` for a run directory / folder, or a ``.safetensors`` file.
+def _hf_pair(folder: Path) -> tuple[Path, Path] | None:
+    weights, config = folder / HF_WEIGHTS_NAME, folder / HF_CONFIG_NAME
+    return (weights, config) if weights.is_file() and config.is_file() else None
 
-    The JSON of ``x.safetensors`` is ``x.json`` next to it. Raises FileNotFoundError naming what was
-    looked for.
+
+def resolve_backbone_files(path: str | os.PathLike) -> tuple[Path, Path | None]:
+    """``(weights file, its JSON or None)`` for a run directory / folder, a Hugging Face-style folder
+    (``model.safetensors`` + ``config.json``) or a ``.safetensors`` file.
+
+    The JSON of ``x.safetensors`` is ``x.json`` next to it (``config.json`` for ``model.safetensors``).
+    Raises FileNotFoundError naming what was looked for.
     """
     path = Path(path)
+    if path.is_file() and path.name == HF_CONFIG_NAME and _hf_pair(path.parent):
+        path = path.parent  # the config of a model folder was given: use the folder
     if path.is_dir():
         weights = path / WEIGHTS_NAME
+        if not weights.is_file() and _hf_pair(path):
+            return _hf_pair(path)
         if not weights.is_file():
             others = sorted(p.name for p in path.glob("*.safetensors"))
             hint = ""
@@ -146,7 +165,20 @@ def resolve_backbone_files(path: str | os.PathLike) -> tuple[Path, Path | None]:
         looked = path if path.suffix == ".safetensors" else f"{path} (a directory holding {WEIGHTS_NAME})"
         raise FileNotFoundError(f"no backbone found: {looked} does not exist")
     meta = weights.with_suffix(".json")
+    if not meta.is_file() and weights.name == HF_WEIGHTS_NAME and _hf_pair(weights.parent):
+        meta = weights.parent / HF_CONFIG_NAME
     return weights, (meta if meta.is_file() else None)
+
+
+def _hf_section(config: dict[str, Any], config_path: Path) -> dict[str, Any]:
+    """selfsup's metadata in a model folder's ``config.json``; a folder of another library is named as such."""
+    meta = config.get(HF_SECTION)
+    if not isinstance(meta, dict):
+        arch = config.get("architecture") or config.get("architectures")
+        raise ValueError(f"{config_path} has no '{HF_SECTION}' section: the folder (architecture {arch!r}) was not "
+                         "written by `selfsup export --format hf`, so it holds no selfsup backbone spec; load it with "
+                         "the library that wrote it (a timm folder: timm.create_model('local-dir:<folder>'))")
+    return meta
 
 
 def read_backbone(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any], Path]:
@@ -163,6 +195,8 @@ def read_backbone(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dic
             meta = json.loads(meta_path.read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"{meta_path} is not valid JSON ({e})") from e
+        if meta_path.name == HF_CONFIG_NAME:
+            meta = _hf_section(meta, meta_path)
     else:
         with safe_open(str(weights), framework="pt") as f:
             header = (f.metadata() or {}).get(HEADER_KEY)
@@ -185,8 +219,8 @@ def read_backbone(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dic
 def load_backbone(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a saved backbone, load its weights strictly, put it in eval mode on ``device``.
 
-    ``path``: a run directory, the folder holding ``backbone.safetensors``, or a ``.safetensors`` file
-    (also the ones written by :func:`selfsup.export.export_backbone`). The JSON metadata is attached as
+    ``path``: a run directory, the folder holding ``backbone.safetensors``, a ``.safetensors`` file (also the
+    ones written by :func:`selfsup.export.export_backbone`), or the model folder of ``--format hf``. The JSON metadata is attached as
     ``model.meta``.
     """
     state, meta, weights = read_backbone(path)

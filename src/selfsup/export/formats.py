@@ -1,9 +1,10 @@
-"""Export a saved backbone to where people use backbones: plain safetensors, timm, torchvision.
+"""Export a saved backbone to where people use backbones: plain safetensors, timm, torchvision, ONNX
+(:mod:`selfsup.export.onnx`) and a Hugging Face-style model folder (:mod:`selfsup.export.hf_folder`).
 
-Every export is a ``.safetensors`` state dict plus a JSON next to it (same name, ``.json``) that says how
-to build the model it loads into, with runnable ``code``. Before anything is written the state dict is
-loaded with ``strict=True`` into a freshly built target model, so an export that would not load is never
-produced.
+Every safetensors export is a state dict plus a JSON next to it (same name, ``.json``) that says how to build
+the model it loads into, with runnable ``code``. Before anything is written the state dict is loaded with
+``strict=True`` into a freshly built target model, so an export that would not load is never produced. A
+format with files of its own (``onnx``, ``hf``) registers a ``write`` function and the suffix of its output.
 
 Which formats work:
 
@@ -15,6 +16,9 @@ backbone                safetensors  timm                   torchvision
 torchvision ResNet      yes          standard stem only     yes (cifar stem: JSON gives the changes)
 anything else           yes          no                     no
 ======================  ===========  =====================  =======================================
+
+``hf`` takes every backbone (timm's layout for those that export to ``timm``); ``onnx`` every backbone that
+torch.export traces with a dynamic batch size (see its ``why_not``).
 
 The registered ViTs (:mod:`selfsup.backbones.vit`) are timm ``VisionTransformer`` s built with explicit
 arguments, so their timm export is ``timm.create_model`` of a timm ViT with those arguments.
@@ -30,11 +34,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 import torch.nn as nn
 
+from selfsup.backbones.base import BACKBONES
 from selfsup.backbones.torchvision_resnet import TORCHVISION_RESNETS, apply_replacements, replacement_code
 from selfsup.backbones.vit import VIT_CONFIGS, registered_vit_timm_args
 from selfsup.export.backbone_io import read_backbone, save_safetensors_atomic
+from selfsup.fields import VOLUME
 from selfsup.files import copy_file_atomic, write_json_atomic
 from selfsup.registry import Registry
 
@@ -42,15 +49,22 @@ from selfsup.registry import Registry
 INNER_PREFIX = "model."
 #: A target: ``(spec, weights file name) -> (build the empty model, JSON details, loading code)``.
 Target = Callable[[dict[str, Any], str], tuple[Callable[[], nn.Module], dict, str]]
+#: A format with its own files: ``(state dict with the backbone's own keys, the export's info, out path)``;
+#: it writes everything at ``out`` (``info`` holds the saved backbone's metadata, ``format`` and ``exported_from``).
+Writer = Callable[[dict[str, torch.Tensor], dict[str, Any], Path], None]
 
 
 @dataclass(frozen=True)
 class ExportFormat:
     """An export format: ``why_not(spec)`` is None when the backbone with ``spec`` exports to it, else the
-    reason; ``target`` builds the model the weights load into (None: selfsup's own safetensors file)."""
+    reason; ``target`` builds the model the weights load into (None: selfsup's own safetensors file);
+    ``write`` replaces both for a format with files of its own, ``suffix`` ends its default output name
+    (``""``: the output is a folder)."""
 
     why_not: Callable[[dict[str, Any]], str | None]
     target: Target | None = None
+    write: Writer | None = None
+    suffix: str = ".safetensors"
 
 
 EXPORT_FORMATS: Registry[ExportFormat] = Registry("export format", key="selfsup export --format")
@@ -85,13 +99,50 @@ def _timm_why_not(spec: dict[str, Any]) -> str | None:
     return f"'timm' needs a timm or torchvision model; '{name}' is a selfsup network"
 
 
+def spatial_dims(spec: dict[str, Any]) -> int:
+    """3 for an encoder of volumes (its registered factory says ``field_kind``), else 2."""
+    factory = BACKBONES.get(spec["name"]) if spec["name"] in BACKBONES.names() else None
+    return 3 if getattr(factory, "field_kind", None) == VOLUME.name else 2
+
+
+def preprocess_text(spec: dict[str, Any], image_size: int) -> str:
+    """How pixels become the backbone's input, in words: the evaluation transform of
+    :class:`selfsup.views.Preprocess`, with the normalisation saved beside the weights."""
+    s = int(image_size)
+    unit = ("scale to [0, 1] (8-bit data / 255; raw domain data through the run's pixel window, "
+            "RUN/data_stats.json)")
+    if spatial_dims(spec) == 3:
+        return f"{unit}, resize the whole volume trilinearly to {s} x {s} x {s} (no crop), then (x - mean) / std"
+    return (f"resize the shorter side to {s} (bilinear, antialiased), centre-crop to {s} x {s}, {unit}, then "
+            "(x - mean) / std")
+
+
 def supported_formats(spec: dict[str, Any]) -> list[str]:
     """The export formats that work for a backbone with this ``spec``."""
     return [name for name, fmt in EXPORT_FORMATS.items() if fmt.why_not(spec) is None]
 
 
+def inner_state_dict(state: dict[str, torch.Tensor], spec: dict[str, Any], src: Path) -> dict[str, torch.Tensor]:
+    """The state dict of the backbone's inner ``.model`` (what timm / torchvision load) from its own keys."""
+    if any(not k.startswith(INNER_PREFIX) for k in state):
+        raise ValueError(f"{src}: unexpected state-dict keys for a '{spec['name']}' backbone "
+                         f"(expected all under '{INNER_PREFIX}')")
+    return {k[len(INNER_PREFIX):]: v for k, v in state.items()}
+
+
+def load_strictly(model: nn.Module, state: dict[str, torch.Tensor], spec: dict[str, Any], fmt: str) -> nn.Module:
+    """``model`` with ``state`` loaded ``strict=True``; a mismatch (a bug or an unusual spec) fails the export."""
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:  # never write a file that does not load
+        raise RuntimeError(f"export of '{spec['name']}' to {fmt!r} failed its strict-load check: {e}") from e
+    return model
+
+
 # ------------------------------------------------------------------------------------------ targets
-def _timm_target(spec: dict[str, Any], weights_name: str) -> tuple[Callable[[], nn.Module], dict, str]:
+def timm_create_args(spec: dict[str, Any]) -> dict[str, Any]:
+    """The ``timm.create_model`` arguments that build the architecture of a backbone that exports to
+    ``timm`` (``model_name``, ``pretrained=False``, ``num_classes=0``, ``in_chans`` and the model's own)."""
     name = spec["name"]
     if name.startswith("timm:"):
         model_name, kwargs = name[len("timm:"):], {k: v for k, v in spec.items() if k not in ("name", "in_channels")}
@@ -99,8 +150,13 @@ def _timm_target(spec: dict[str, Any], weights_name: str) -> tuple[Callable[[], 
         model_name, kwargs = registered_vit_timm_args(spec)
     else:  # a torchvision ResNet with the standard stem: timm's model of the same name has the same keys
         model_name, kwargs = name, {}
-    call = {"model_name": model_name, "pretrained": False, "num_classes": 0,
+    return {"model_name": model_name, "pretrained": False, "num_classes": 0,
             "in_chans": int(spec.get("in_channels", 3)), **kwargs}
+
+
+def _timm_target(spec: dict[str, Any], weights_name: str) -> tuple[Callable[[], nn.Module], dict, str]:
+    call = timm_create_args(spec)
+    model_name = call["model_name"]
 
     def build() -> nn.Module:
         import timm
@@ -142,23 +198,24 @@ def _torchvision_target(spec: dict[str, Any], weights_name: str) -> tuple[Callab
 
 
 # ------------------------------------------------------------------------------------------- export
-def _resolve_out(out: str | os.PathLike | None, run_dir: Path, fmt: str) -> Path:
-    default_name = f"backbone-{fmt}.safetensors"
+def _resolve_out(out: str | os.PathLike | None, run_dir: Path, fmt: str, suffix: str) -> Path:
+    default_name = f"backbone-{fmt}{suffix}"
     if out is None:
         return run_dir / "export" / default_name
     out = Path(out)
-    if out.suffix == ".safetensors":
+    if not suffix or out.suffix == suffix:  # a folder format's out is the folder itself
         return out
     if out.is_dir() or out.suffix == "":
         return out / default_name
-    raise ValueError(f"out={out} should be a .safetensors file or a directory")
+    raise ValueError(f"out={out} should be a {suffix} file or a directory")
 
 
 def export_backbone(path: str | os.PathLike, fmt: str, out: str | os.PathLike | None = None) -> Path:
     """Export the backbone saved at ``path`` (anything :func:`load_backbone` takes) to ``fmt``.
 
-    Writes ``out`` (default ``<run_dir>/export/backbone-<fmt>.safetensors``; a directory gets that file
-    name) and a JSON with the same stem describing how to load it. Returns the weights path.
+    Writes ``out`` (default ``<run_dir>/export/backbone-<fmt>.safetensors``, ``.onnx`` for ONNX, the folder
+    ``backbone-hf`` for ``hf``; a directory gets that name) and, beside a file, a JSON with the same stem
+    describing how to load it. Returns the weights path (the folder for ``hf``).
     """
     export_format = EXPORT_FORMATS.get(fmt)
     state, meta, src = read_backbone(path)
@@ -167,12 +224,15 @@ def export_backbone(path: str | os.PathLike, fmt: str, out: str | os.PathLike | 
     if why is not None:
         raise ValueError(f"cannot export backbone '{spec['name']}' to {fmt!r}: {why}. Formats that work for "
                          f"this backbone: {', '.join(supported_formats(spec))}")
-    out = _resolve_out(out, src.parent, fmt)
+    out = _resolve_out(out, src.parent, fmt, export_format.suffix)
     if out.exists() and out.resolve() == src.resolve():
         raise ValueError(f"export target {out} is the source file itself; choose another out")
 
     info: dict[str, Any] = {**meta, "format": fmt, "weights": out.name, "exported_from": str(src.resolve())}
     info.pop("state_dict_prefix", None)
+    if export_format.write is not None:
+        export_format.write(state, info, out)
+        return out
     if export_format.target is None:
         if meta.get("state_dict_prefix"):  # source is itself a timm/torchvision export: rewrite with full keys
             save_safetensors_atomic(state, out, metadata={"format": "pt"})
@@ -181,17 +241,9 @@ def export_backbone(path: str | os.PathLike, fmt: str, out: str | os.PathLike | 
         info["code"] = ("from selfsup.export import load_backbone\n\n"
                         f"model = load_backbone({out.name!r})  # rebuilt from the spec in {out.stem}.json\n")
     else:
-        if any(not k.startswith(INNER_PREFIX) for k in state):
-            raise ValueError(f"{src}: unexpected state-dict keys for a '{spec['name']}' backbone "
-                             f"(expected all under '{INNER_PREFIX}')")
-        inner = {k[len(INNER_PREFIX):]: v for k, v in state.items()}
+        inner = inner_state_dict(state, spec, src)
         build, details, code = export_format.target(spec, out.name)
-        model = build()
-        try:
-            model.load_state_dict(inner, strict=True)
-        except RuntimeError as e:  # a bug or an unusual spec: never write a file that does not load
-            raise RuntimeError(f"export of '{spec['name']}' to {fmt!r} failed its strict-load check: {e}") from e
-        del model
+        load_strictly(build(), inner, spec, fmt)  # the model is dropped: only the check matters
         info.update(details)
         info["code"] = code
         info["state_dict_prefix"] = INNER_PREFIX  # lets selfsup's load_backbone read this file back
@@ -204,4 +256,5 @@ EXPORT_FORMATS.add("safetensors", ExportFormat(_safetensors_why_not))
 EXPORT_FORMATS.add("torchvision", ExportFormat(_torchvision_why_not, _torchvision_target))
 EXPORT_FORMATS.add("timm", ExportFormat(_timm_why_not, _timm_target))
 
-__all__ = ["EXPORT_FORMATS", "ExportFormat", "supported_formats", "export_backbone"]
+__all__ = ["EXPORT_FORMATS", "INNER_PREFIX", "ExportFormat", "Writer", "export_backbone", "inner_state_dict",
+           "load_strictly", "preprocess_text", "spatial_dims", "supported_formats", "timm_create_args"]
