@@ -36,7 +36,7 @@ from selfsup.files import atomic_path, write_json_atomic
 ONNX_EXTRA_MESSAGE = "the ONNX export needs the onnx extra: pip install 'selfsup[onnx]'"
 INPUT_NAME, OUTPUT_NAME, BATCH_AXIS = "pixel_values", "features", "batch"
 OPSET = 18  # the first opset the dynamo exporter targets natively; onnxruntime >= 1.14 runs it
-PARITY_ATOL = 1e-4  # fp32: the measured differences are 1e-7 (ResNets) to 3e-6 (ViTs)
+PARITY_ATOL = 1e-4  # fp32: measured differences are 1e-7 to 5e-6 (small_resnet to 13-band resnet18, ViTs ~3e-6)
 PARITY_BATCH_SIZES = (1, 3)
 EXAMPLE_BATCH_SIZE = 2  # the traced example: neither parity batch size, so a frozen batch fails the check
 
