@@ -17,6 +17,7 @@ from selfsup.config import Config, apply_overrides, save_config, validate
 from selfsup.data import DataSplits, write_bad_files
 from selfsup.data.stats import save_stats
 from selfsup.dist import DistInfo, barrier, setup_distributed
+from selfsup.engine.extend import extension_checkpoint, relative_overrides
 from selfsup.engine.trainer import build_trainer
 from selfsup.eval.evaluate import evaluate_run
 from selfsup.export import save_backbone
@@ -36,8 +37,10 @@ def _run_dir(cfg: Config, dist_info: DistInfo) -> Path:
 
 
 def _resumed_config(run_dir: Path, overrides: list[str] | None) -> Config:
+    """The run's config with the overrides applied (``train.budget=+10m``: relative to the run's own)."""
     cfg = runs.load_run_config(run_dir)
     if overrides:
+        overrides = relative_overrides(cfg, overrides)
         cfg = validate(apply_overrides(cfg.model_dump(mode="json"), overrides), where="resume overrides")
     return cfg
 
@@ -82,10 +85,16 @@ def train(cfg: Config | None, resume: str | Path | None = None, resume_overrides
     cfg.data.mean, cfg.data.std = list(preprocess.mean), list(preprocess.std)  # config.yaml: fully resolved
 
     method = runs.build_run_method(cfg, splits.train)
+    if cfg.backbone.weights and dist_info.is_main and not (run_dir / runs.START_BACKBONE_DIR).exists():
+        # the backbone at step 0, evaluated beside the trained one: were the features kept?
+        save_backbone(method.backbone, run_dir / runs.START_BACKBONE_DIR, image_size=preprocess.image_size,
+                      mean=list(preprocess.mean), std=list(preprocess.std), extra={"weights": cfg.backbone.weights})
     trainer = build_trainer(cfg, run_dir, method, splits.train, preprocess, dist_info, log)
     if resume is not None and runs.checkpoint_path(run_dir).exists():
-        trainer.load_checkpoint(run_dir)
-        log(f"resumed {run_dir} at step {trainer.state.step} (epoch {trainer.state.epoch})")
+        extension = extension_checkpoint(runs.load_run_config(run_dir), cfg, run_dir)
+        trainer.load_checkpoint(extension or run_dir)
+        log(f"{'extending' if extension else 'resumed'} {run_dir} at step {trainer.state.step} (epoch "
+            f"{trainer.state.epoch}){', from the state before its final decay' if extension else ''}")
     if dist_info.is_main:
         save_config(cfg, run_dir / runs.CONFIG_FILE)
         (run_dir / runs.ENV_FILE).write_text(json.dumps(runs.environment(dist_info, trainer.precision), indent=2))

@@ -48,6 +48,10 @@ BAD_FILES = "bad_files.txt"
 DATA_STATS_FILE = "data_stats.json"  # raw data: the pixel statistics the run used (window, normalisation)
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_FILE = "last.pt"
+# wsd / infinite schedules: the state where the final decay began, which an extension of the run continues from
+DECAY_CHECKPOINT_FILE = "before_decay.pt"
+# backbone.weights: the backbone as it started (step 0), evaluated beside the trained one ("features kept?")
+START_BACKBONE_DIR = "start_backbone"
 
 
 def log(message: str) -> None:
@@ -78,6 +82,10 @@ def environment(dist_info, precision: str) -> dict:
 
 def checkpoint_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / CHECKPOINT_FILE
+
+
+def decay_checkpoint_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / DECAY_CHECKPOINT_FILE
 
 
 def is_run_dir(path: str | Path) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 class ConfigError(ValueError):
     """A config problem, with a message that names the key and says how to fix it."""
@@ -87,7 +87,30 @@ class OptimConfig(_Section):
     momentum: float = Field(0.9, ge=0, lt=1)
     betas: tuple[float, float] = (0.9, 0.999)
     warmup: float = Field(0.05, ge=0, lt=1)  # fraction of training spent in linear warm-up
-    final_lr_fraction: float = Field(0.0, ge=0, le=1)  # cosine decays to lr * final_lr_fraction
+    final_lr_fraction: float = Field(0.0, ge=0, le=1)  # the schedule ends at lr * final_lr_fraction
+    # "cosine" (warm-up, cosine decay); "wsd" (warm-up, constant, the last `decay` of training decays along
+    # `decay_shape`); "infinite" (wsd with a cosine cool-down to lr * constant_lr_fraction over `cooldown` after
+    # the warm-up). wsd and infinite runs can be extended: `selfsup train --resume RUN train.budget=+10m`.
+    schedule: Literal["cosine", "wsd", "infinite"] = "cosine"
+    decay: float = Field(0.2, gt=0, le=1)
+    decay_shape: Literal["1-sqrt", "linear", "cosine"] = "1-sqrt"
+    cooldown: float = Field(0.1, ge=0, lt=1)
+    constant_lr_fraction: float = Field(0.5, gt=0, le=1)
+    # Layer-wise learning-rate decay (BEiT, Bao et al. 2022): backbone layer l of L learns at
+    # lr * layer_decay ** (L + 1 - l); heads at lr. 1 = off. For continued pre-training from weights, e.g. 0.8.
+    layer_decay: float = Field(1.0, gt=0, le=1)
+    # The first fraction of training updates only the heads (backbone lr 0), then the backbone's lr warms up
+    # over optim.warmup: fresh heads do not wreck pretrained features. None: 0.05 with backbone.weights, else 0.
+    freeze_backbone: float | None = Field(None, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _phases_fit(self) -> OptimConfig:
+        if self.schedule != "cosine":
+            cooldown = self.cooldown if self.schedule == "infinite" else 0.0
+            if self.warmup + cooldown + self.decay > 1:
+                raise ValueError(f"optim.warmup ({self.warmup}) + {'optim.cooldown (%s) + ' % cooldown if cooldown else ''}"
+                                 f"optim.decay ({self.decay}) exceed the whole run: lower optim.decay (e.g. 0.2)")
+        return self
     grad_clip: float | None = Field(None, gt=0)
     exclude_bias_and_norm: bool = True  # no weight decay (and no LARS adaptation) on biases and norm params
     fused: bool | None = None  # AdamW/SGD kernel: True fused, False foreach; None: fused on CUDA, foreach on CPU
@@ -112,6 +135,9 @@ class TrainConfig(_Section):
     @field_validator("budget")
     @classmethod
     def _budget_parses(cls, value: str | None) -> str | None:
+        if value is not None and str(value).strip().startswith("+"):
+            raise ValueError(f"'{value}' extends a finished run: give it when resuming, `selfsup train --resume RUN "
+                             f"train.budget={value}`")
         if value is not None:
             parse_duration(value)
         return value

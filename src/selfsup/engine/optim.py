@@ -1,4 +1,4 @@
-"""Optimizers (AdamW, SGD, LARS) and the warm-up + cosine learning-rate schedule."""
+"""Optimizers (AdamW, SGD, LARS) and their parameter groups (weight decay, the backbone per layer)."""
 from __future__ import annotations
 
 import warnings
@@ -6,6 +6,7 @@ import warnings
 import torch
 import torch.nn as nn
 
+from selfsup.backbones.layers import backbone_layers
 from selfsup.config import OptimConfig
 
 
@@ -50,19 +51,37 @@ class LARS(torch.optim.Optimizer):
 NO_DECAY_NAMES = ("pos_embed", "cls_token", "reg_token", "mask_token")
 
 
-def param_groups(model: nn.Module, weight_decay: float, exclude_bias_and_norm: bool) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, exclude_bias_and_norm: bool,
+                 backbone: nn.Module | None = None, layer_decay: float = 1.0) -> list[dict]:
     """A decayed group and (with ``exclude_bias_and_norm``) an exempt one: biases and norm parameters (every
-    parameter of at most one dimension) and the embeddings named in :data:`NO_DECAY_NAMES`."""
-    decay, no_decay = [], []
+    parameter of at most one dimension) and the embeddings named in :data:`NO_DECAY_NAMES`.
+
+    With ``backbone`` (the method's exported module, inside ``model``) its parameters get groups of their own,
+    marked ``backbone=True`` (so that a first phase can hold them still), one per layer of
+    :func:`~selfsup.backbones.layers.backbone_layers` with ``lr_scale = layer_decay ** (top - layer)``; the
+    other parameters (heads, predictors, prototypes) keep ``lr_scale`` 1."""
+    layer_of, top = backbone_layers(backbone) if backbone is not None else ({}, 0)
+    in_backbone = {id(p): layer_of[n] for n, p in backbone.named_parameters()} if backbone is not None else {}
+    groups: dict[tuple, dict] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        exempt = param.ndim <= 1 or any(key in name.rsplit(".", 1)[-1] for key in NO_DECAY_NAMES)
-        (no_decay if exclude_bias_and_norm and exempt else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0, "lars_exclude": True})
-    return groups
+        exempt = exclude_bias_and_norm and (param.ndim <= 1 or any(key in name.rsplit(".", 1)[-1]
+                                                                   for key in NO_DECAY_NAMES))
+        layer = in_backbone.get(id(param))
+        key = (layer is None, -1 if layer is None else layer, exempt)  # heads first, as before the split
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = {"params": [], "weight_decay": 0.0 if exempt else weight_decay}
+            if exempt:
+                group["lars_exclude"] = True
+            if backbone is not None:
+                group.update(backbone=layer is not None,
+                             lr_scale=1.0 if layer is None else layer_decay ** (top - layer))
+        group["params"].append(param)
+    if backbone is None:  # the decayed group always exists, as it always did
+        groups.setdefault((True, -1, False), {"params": [], "weight_decay": weight_decay})
+    return [groups[key] for key in sorted(groups, key=lambda k: (not k[0], k[1], k[2]))]
 
 
 def base_lr(cfg: OptimConfig, global_batch: int) -> float:
@@ -84,8 +103,13 @@ def _multi_tensor_kernel(optimizer_class, groups: list[dict], cfg: OptimConfig, 
     return optimizer_class(groups, **hyper, **({"fused": True} if fused else {"foreach": True}))
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig, global_batch: int) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay, cfg.exclude_bias_and_norm)
+def build_optimizer(model: nn.Module, cfg: OptimConfig, global_batch: int, backbone: nn.Module | None = None,
+                    split_backbone: bool = False) -> torch.optim.Optimizer:
+    """The optimizer of ``model``'s trainable parameters; the backbone's are grouped apart (per layer) when
+    ``split_backbone`` (a frozen first phase) or ``optim.layer_decay`` < 1 asks for it."""
+    split = backbone is not None and (split_backbone or cfg.layer_decay < 1)
+    groups = param_groups(model, cfg.weight_decay, cfg.exclude_bias_and_norm,
+                          backbone=backbone if split else None, layer_decay=cfg.layer_decay)
     lr = base_lr(cfg, global_batch)
     if cfg.name == "adamw":
         for g in groups:
@@ -98,6 +122,8 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, global_batch: int) -> to
     return LARS(groups, lr=lr, momentum=cfg.momentum)  # a per-parameter loop: optim.fused does not apply
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+def set_lr(optimizer: torch.optim.Optimizer, lr: float, backbone_factor: float = 1.0) -> None:
+    """Every group at ``lr`` times its ``lr_scale`` (layer decay), the backbone's groups also times
+    ``backbone_factor`` (0 while the backbone is held still)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0) * (backbone_factor if group.get("backbone") else 1.0)

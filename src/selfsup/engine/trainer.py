@@ -20,13 +20,13 @@ from selfsup.engine.checkpoint import LoopState, load_training_state, save_train
 from selfsup.engine.loader import TrainData, build_train_data, holds_images
 from selfsup.engine.metrics import MetricsLog
 from selfsup.engine.monitor import CollapseMonitor
-from selfsup.engine.optim import base_lr, build_optimizer, set_lr
+from selfsup.engine.lr import LearningRate
+from selfsup.engine.optim import build_optimizer
 from selfsup.engine.placement import PlacedModel, uses_channels_last
 from selfsup.engine.precision import autocast, resolve_precision
 from selfsup.engine.schedule import PREEMPTED, ProgressBar, Schedule, SegmentClock, StopSignal
 from selfsup.methods import Method
-from selfsup.runs import checkpoint_path
-from selfsup.schedules import warmup_cosine
+from selfsup.runs import checkpoint_path, decay_checkpoint_path
 from selfsup.views.preprocess import Preprocess
 
 
@@ -43,7 +43,7 @@ class Trainer:
         self.cfg, self.run_dir, self.data, self.model = cfg, Path(run_dir), data, model
         self.optimizer, self.schedule, self.precision = optimizer, schedule, precision
         self.dist, self.device, self.log = dist_info, dist_info.device, log
-        self.base_lr = base_lr(cfg.optim, cfg.train.batch_size)
+        self.lr = LearningRate.from_config(cfg)
         self.state = LoopState()
         self.monitor = CollapseMonitor()
 
@@ -56,8 +56,8 @@ class Trainer:
         return self.schedule.steps_per_epoch
 
     # -- checkpoints -----------------------------------------------------------------------------------------
-    def save_checkpoint(self) -> None:
-        save_training_state(checkpoint_path(self.run_dir), self.method, self.optimizer, self.state,
+    def save_checkpoint(self, path: Path | None = None) -> None:
+        save_training_state(path or checkpoint_path(self.run_dir), self.method, self.optimizer, self.state,
                             self.cfg.model_dump(mode="json"), self.dist)
 
     def load_checkpoint(self, path: Path) -> None:
@@ -76,9 +76,12 @@ class Trainer:
         try:
             reason = self.schedule.stop_reason(self.state, stop)  # a finished run that is resumed stays finished
             while reason is None:
+                before = self.schedule.progress(self.state)
                 out = self.step(next(batches))
                 self.state.images_seen += tc.batch_size
                 self.state.elapsed = clock()
+                if self.lr.enters_decay(before, self.schedule.progress(self.state)):  # where an extension resumes
+                    self.save_checkpoint(decay_checkpoint_path(self.run_dir))
                 reason = self.schedule.stop_reason(self.state, stop)
                 # The last step is always logged, also when a budget or a signal ends the run.
                 if self.state.step % tc.log_every == 0 or self.state.step == self.schedule.max_steps or reason:
@@ -106,8 +109,7 @@ class Trainer:
         progress = self.schedule.progress(self.state)
         self.method.train()
         self.method.on_step(progress)
-        lr = self.base_lr * warmup_cosine(progress, self.cfg.optim.warmup, self.cfg.optim.final_lr_fraction)
-        set_lr(self.optimizer, lr)
+        lr = self.lr.apply(self.optimizer, progress)
         self.optimizer.zero_grad(set_to_none=True)
         total_loss = 0.0
         metrics: dict[str, float] = {}
@@ -156,6 +158,8 @@ def build_trainer(cfg: Config, run_dir: Path, method: Method, source, preprocess
     channels_last = uses_channels_last(tc, dist_info.device) and holds_images(source)
     data = build_train_data(cfg, source, method.views, preprocess, dist_info, channels_last, log)
     model = PlacedModel(method, tc, dist_info, channels_last)
-    optimizer = build_optimizer(model.method, cfg.optim, tc.batch_size)
+    lr = LearningRate.from_config(cfg)
+    optimizer = build_optimizer(model.method, cfg.optim, tc.batch_size, backbone=method.backbone,
+                                split_backbone=lr.freeze > 0)
     return Trainer(cfg, run_dir, data, model, optimizer, Schedule.from_config(tc, data.batches_per_epoch),
                    precision, dist_info, log)

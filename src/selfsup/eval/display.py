@@ -9,7 +9,7 @@ from __future__ import annotations
 from selfsup.eval.protocols import is_plain_number, is_score, metric_order
 
 #: Display names of the result rows.
-ROWS = {"pretrained": "pretrained", "random_init": "random-init", "raw_pixels": "raw pixels"}
+ROWS = {"pretrained": "pretrained", "start": "at step 0", "random_init": "random-init", "raw_pixels": "raw pixels"}
 
 __all__ = ["ROWS", "metric_sort_key", "table_metrics", "metric_label", "format_metric", "format_table",
            "is_score", "is_plain_number"]

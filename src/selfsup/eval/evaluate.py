@@ -36,13 +36,15 @@ from selfsup.export import load_backbone
 from selfsup.backbones.open_clip_towers import OPEN_CLIP_PREFIX
 from selfsup.export.open_clip import load_open_clip_towers
 from selfsup.export.towers_io import has_towers, load_towers
-from selfsup.runs import RESULTS_FILE, SUMMARY_FILE, load_run_config, log, open_run_data, run_preprocess
+from selfsup.runs import (RESULTS_FILE, START_BACKBONE_DIR, SUMMARY_FILE, load_run_config, log, open_run_data,
+                          run_preprocess)
 from selfsup.views.preprocess import Preprocess
 
 
 def evaluate_and_record(backbone, splits, out_dir, *, settings: ProtocolSettings, preprocess: Preprocess,
                         data_name: str, run_info: dict, baselines: bool = True, batch_size: int = 256,
-                        row: str = "pretrained", log: Callable[[str], None] = log, towers=None) -> dict:
+                        row: str = "pretrained", log: Callable[[str], None] = log, towers=None,
+                        extra_rows: dict | None = None) -> dict:
     """Run the protocol on ``backbone`` (features cached in ``out_dir/features``), write and print the results.
 
     ``towers``: the image-text model around ``backbone`` (zero-shot, image-text retrieval); without it those
@@ -61,7 +63,7 @@ def evaluate_and_record(backbone, splits, out_dir, *, settings: ProtocolSettings
         log(f"an image-text model: evaluating {', '.join(p.name for p in settings.selected('image_text'))} too")
     results = evaluate_backbone(backbone, splits, preprocess=preprocess, settings=settings, baselines=baselines,
                                 batch_size=batch_size, device=device, cache_dir=out_dir / "features", log=log, row=row,
-                                towers=towers)
+                                towers=towers, extra_rows=extra_rows)
     payload = {
         "protocol": {**settings.record(), "image_size": preprocess.image_size},
         "data": {"source": str(data_name), "train_images": len(splits.train), "test_images": len(splits.test),
@@ -94,10 +96,18 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, splits=None, cfg:
     run_info = {"method": cfg.method, "backbone": cfg.backbone.name, "seed": cfg.seed,
                 **(json.loads(summary_path.read_text()) if summary_path.exists() else {})}
     preprocess = Preprocess(meta["image_size"], meta["normalization"]["mean"], meta["normalization"]["std"])
-    return evaluate_and_record(
+    start = run_dir / START_BACKBONE_DIR  # a run from backbone.weights: its backbone at step 0
+    extra_rows = {"start": load_backbone(start)} if (start / "backbone.safetensors").is_file() else None
+    payload = evaluate_and_record(
         backbone, splits, run_dir, settings=ProtocolSettings.from_eval_config(cfg.eval, cfg.seed),
         preprocess=preprocess, data_name=data or cfg.data.source, run_info=run_info, baselines=cfg.eval.baselines,
-        batch_size=cfg.eval.batch_size, towers=towers)
+        batch_size=cfg.eval.batch_size, towers=towers, extra_rows=extra_rows)
+    scores = payload["results"]
+    if extra_rows and "knn_top1@20" in scores.get("start", {}):
+        before, after = scores["start"]["knn_top1@20"], scores["pretrained"]["knn_top1@20"]
+        log(f"kNN@20 at step 0 (backbone.weights) {100 * before:.1f}, at the end {100 * after:.1f} "
+            f"({100 * (after - before):+.1f})")
+    return payload
 
 
 # ------------------------------------------------------------------------------------------- any backbone

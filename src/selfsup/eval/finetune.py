@@ -42,6 +42,7 @@ import torchvision.transforms.v2.functional as TF
 from pydantic import Field, PositiveInt, field_validator
 from torch.utils.data import DataLoader, Dataset
 
+from selfsup.backbones.layers import vit_layer_id, vit_trunk
 from selfsup.config import SettingsModel
 from selfsup.engine.optim import NO_DECAY_NAMES
 from selfsup.schedules import warmup_cosine
@@ -253,37 +254,15 @@ def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> to
 
 
 # ------------------------------------------------------------------------------------ layer-wise lr decay
-# Stem parameters of a timm ViT (relative to the module holding ``blocks``); ``norm_pre`` runs before the
-# blocks, so it belongs to the stem rather than to the final norm.
-_VIT_STEM = ("cls_token", "reg_token", "dist_token", "pos_embed", "patch_embed", "norm_pre")
 # Embeddings rather than weights, exempt from weight decay as in MAE (which also lists DeiT's distillation token).
 _NO_DECAY_NAMES = NO_DECAY_NAMES + ("dist_token",)
-
-
-def _vit_trunk(backbone: nn.Module) -> tuple[str, int] | None:
-    """(name prefix, depth) of the submodule holding a ViT's ``blocks`` and ``patch_embed``; None if none."""
-    for name, module in backbone.named_modules():
-        blocks = getattr(module, "blocks", None)
-        if isinstance(blocks, (nn.Sequential, nn.ModuleList)) and hasattr(module, "patch_embed"):
-            return (name + "." if name else ""), len(blocks)
-    return None
-
-
-def vit_layer_id(name: str, depth: int) -> int:
-    """Layer of a ViT parameter named relative to the module holding ``blocks``: 0 for the stem, ``i + 1``
-    for ``blocks.i``, ``depth + 1`` for everything after the blocks (final norm, head)."""
-    if name.split(".", 1)[0] in _VIT_STEM:
-        return 0
-    if name.startswith("blocks."):
-        return int(name.split(".")[1]) + 1
-    return depth + 1
 
 
 def finetune_param_groups(backbone: nn.Module, head: nn.Module, *, layer_decay: float,
                           weight_decay: float) -> tuple[list[dict], bool]:
     """AdamW parameter groups (one per layer and weight-decay kind) with ``lr_scale``, and whether layer
     decay applied (a ViT backbone); every group also lists its parameters' ``names``."""
-    trunk = _vit_trunk(backbone)
+    trunk = vit_trunk(backbone)
     top = trunk[1] + 1 if trunk is not None else 0  # the layer of the final norm and the head: depth + 1
 
     def layer_of(name: str) -> int:  # ``name`` relative to the backbone

@@ -144,7 +144,7 @@ def _features_of(model, source, preprocess: Preprocess, extract: dict):
 
 def evaluate_backbone(backbone, splits, *, preprocess: Preprocess, settings: ProtocolSettings | None = None,
                       baselines: bool = True, batch_size: int = 256, device="cpu", cache_dir=None, log: Log = print,
-                      row: str = "pretrained", towers=None) -> dict:
+                      row: str = "pretrained", towers=None, extra_rows: dict | None = None) -> dict:
     """Scores of ``backbone`` (and the baselines) trained on ``splits.train`` labels, tested on ``splits.test``.
 
     ``row`` names the backbone's row; with ``row="random_init"`` (an untrained backbone) the random-init
@@ -152,14 +152,15 @@ def evaluate_backbone(backbone, splits, *, preprocess: Preprocess, settings: Pro
     ``cache_dir``); image protocols train on the images of every row on ``device`` (:class:`ImageTask`); a row
     gets only the metrics of the protocols that apply to it (no ``finetune`` on raw pixels). With ``towers``
     (an image-text model whose image tower is ``backbone``) the image-text protocols run on its row and on a
-    random-init copy of it.
+    random-init copy of it. ``extra_rows`` ({row: backbone}) are scored beside it, e.g. the backbone a run
+    started from (``start``).
     """
     if splits.test is None or splits.train.labels is None:
         raise ValueError("evaluation needs labels: a labelled held-out split (class sub-folders, npz labels, or an "
                          "embedded dataset)")
     settings = settings or ProtocolSettings()
     extract = dict(batch_size=batch_size, device=device, cache_dir=cache_dir)
-    candidates = {row: (backbone, towers)}
+    candidates = {row: (backbone, towers), **{name: (model, None) for name, model in (extra_rows or {}).items()}}
     if baselines and row != "random_init":
         fresh = random_init_like(backbone, settings.seed)
         candidates["random_init"] = (fresh, None if towers is None else
