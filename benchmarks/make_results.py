@@ -205,6 +205,21 @@ def distill_rows(rows: list[dict]) -> list[str]:
     return lines
 
 
+def continued_rows(rows: list[dict]) -> list[str]:
+    """One row per continued pre-training run (benchmarks/continued.py): kNN@20 at step 0, after the budget and
+    after the extension, and the logged losses where the extension joins the first segment."""
+    lines = ["| data | from (weights format) | recipe, backbone | budget + extension | kNN@20 at step 0 "
+             "| after the budget | after the extension | losses before / after the junction | machine | date "
+             "| command |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        losses = f"{', '.join(map(str, row['loss_before_branch']))} / {', '.join(map(str, row['loss_after_branch']))}"
+        lines.append(f"| {row['dataset']} | {row['source_run']} ({row['weights_format']}) | {row['recipe']}, "
+                     f"{row['backbone']} | {row['budget']} + {row['extend']} | {pct(row['knn_at_start'])} "
+                     f"| {pct(row['knn_after_budget'])} | {pct(row['knn_after_extension'])} | {losses} "
+                     f"| {machine_cell(row)} | {row['date']} | `{row['command']}` |")
+    return lines
+
+
 def other_rows(rows: list[dict]) -> list[str]:
     lines = ["| benchmark | result | wall time | machine | date | command |", "|---|---|---|---|---|---|"]
     for row in rows:
@@ -261,7 +276,8 @@ def main() -> None:
     image_text = [r for r in rows if r.get("benchmark") == "image_text"]
     domain = [r for r in rows if r.get("benchmark") in ("domain", "volumes")]
     distill = [r for r in rows if r.get("benchmark") == "distill"]
-    own = ("cifar10_simclr", "cifar10_methods", "throughput_switches", "lightly_side_by_side", "digits_learning",
+    continued = [r for r in rows if r.get("benchmark") == "continued"]
+    own = ("continued", "cifar10_simclr", "cifar10_methods", "throughput_switches", "lightly_side_by_side", "digits_learning",
            "learning", "image_text", "domain", "volumes", "distill")
     other = [r for r in rows if r.get("benchmark") not in own]
     out = ["# Benchmark results", "",
@@ -301,6 +317,13 @@ def main() -> None:
                 "with the teacher's clean-view features cached, for a shorter budget; both by the default "
                 "evaluation. The target: the student's kNN@20 within 95% of the teacher's.", "",
                 *distill_rows(distill), ""]
+    if continued:
+        out += ["## Continued pre-training from a saved checkpoint", "",
+                "`benchmarks/continued.py`: a finished run's backbone exported with timm / torchvision key names, a "
+                "new run from that file (`backbone.weights`, heads first, `optim.schedule=wsd`), then extended with "
+                "`--resume RUN train.budget=+...` from its state before the decay. kNN@20 on the test split; the "
+                "losses are the five logged steps on each side of the point the extension continues from.", "",
+                *continued_rows(continued), ""]
     if ssl:
         out += ["## Pre-training under a CPU budget", "", *ssl_rows(ssl), ""]
     resnet_methods = [r for r in methods if r["backbone"] != "vit_micro_cpu"]

@@ -68,7 +68,7 @@ def _extension(filename: str) -> str:
     return raw_extension(filename) or os.path.splitext(filename)[1].lower()
 
 
-def _walk(root: Path) -> list[str]:
+def walk_files(root: Path) -> list[str]:
     """Every file under ``root`` that is not hidden, as sorted posix paths relative to it (symlink loops and
     folders linked twice are walked once)."""
     files: list[str] = []
@@ -86,7 +86,7 @@ def _walk(root: Path) -> list[str]:
     return files
 
 
-def _split_of(root: Path, files: list[str], extensions: tuple[str, ...]) -> _Split:
+def split_files(root: Path, files: list[str], extensions: tuple[str, ...]) -> _Split:
     """The image files of one split among ``files`` (those with ``extensions``; the others are ignored)."""
     split = _Split(root)
     for rel in files:
@@ -201,7 +201,7 @@ def _needs_raw(path: str) -> bool:
     return info is not None and (info.bands not in (1, 3) or info.dtype != "uint8" or info.ndim != 2)
 
 
-def _is_raw(splits: dict[str, _Split]) -> bool:
+def needs_raw_readers(splits: dict[str, _Split]) -> bool:
     """``pixels="auto"``: raw when most files need the raw readers (:func:`_needs_raw`), judged on up to
     :data:`_PROBED` files spread over the folder. A photo folder with one stray 16-bit PNG or ``.npy`` stays an
     8-bit folder (the odd file is then a bad file with its reason); a folder of GeoTIFFs is raw."""
@@ -253,12 +253,12 @@ def open_folder(root: str | os.PathLike, channels: int | None = None, max_bad_fr
     walk_extensions = IMAGE_EXTENSIONS if pixels == "8bit" else RAW_EXTENSIONS if pixels == "raw" else \
         tuple(dict.fromkeys(IMAGE_EXTENSIONS + RAW_EXTENSIONS))
     split_roots = {"train": root} if dirs is None else {"train": dirs[0], **({"test": dirs[1]} if dirs[1] else {})}
-    files = {name: _walk(path) for name, path in split_roots.items()}  # walked once, whatever the mode
-    splits = {name: _split_of(split_roots[name], found, walk_extensions) for name, found in files.items()}
-    raw = pixels == "raw" or (pixels == "auto" and _is_raw(splits))
+    files = {name: walk_files(path) for name, path in split_roots.items()}  # walked once, whatever the mode
+    splits = {name: split_files(split_roots[name], found, walk_extensions) for name, found in files.items()}
+    raw = pixels == "raw" or (pixels == "auto" and needs_raw_readers(splits))
     if pixels == "auto":  # the files of the mode chosen
         chosen = RAW_EXTENSIONS if raw else IMAGE_EXTENSIONS
-        splits = {name: _split_of(split_roots[name], found, chosen) for name, found in files.items()}
+        splits = {name: split_files(split_roots[name], found, chosen) for name, found in files.items()}
     if not raw and channels not in (None, 1, 3):
         raise DataError(
             f"{root}: 8-bit image files give 1 (gray) or 3 (RGB) channels, not channels={channels}; use channels 1 "

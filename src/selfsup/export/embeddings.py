@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from selfsup import __version__
 from selfsup.data.decode import DecodeError
-from selfsup.data.folder import IMAGE_EXTENSIONS, PIXEL_MODES, _is_raw, _split_of, _walk
+from selfsup.data.folder import IMAGE_EXTENSIONS, PIXEL_MODES, needs_raw_readers, split_files, walk_files
 from selfsup.data.pixels import PixelWindow
 from selfsup.data.readers import (RAW_EXTENSIONS, MissingExtra, check_raw, consistency_problems, probe_raw,
                                   raw_extension, read_raw)
@@ -72,14 +72,14 @@ def list_files(root: str | os.PathLike, out: str | os.PathLike, pixels: str, cha
     if not root.is_dir():
         raise DataError(f"--data {root}: no such folder; give a folder of images (class sub-folders or not)")
     own = os.path.relpath(Path(out).resolve(), root.resolve())
-    walked = [rel for rel in _walk(root) if rel != own and not rel.startswith(own + ".")]
+    walked = [rel for rel in walk_files(root) if rel != own and not rel.startswith(own + ".")]
     must_be_raw = channels not in (1, 3) or volume
     if pixels == "8bit" and must_be_raw:
         raise DataError(f"--pixels 8bit: 8-bit pictures give 1 or 3 channels, but the backbone takes "
                         f"{'volumes' if volume else f'{channels} bands'}; use --pixels raw (or auto)")
-    everything = _split_of(root, walked, tuple(dict.fromkeys(IMAGE_EXTENSIONS + RAW_EXTENSIONS)))
-    raw = pixels == "raw" or must_be_raw or (pixels == "auto" and _is_raw({"all": everything}))
-    chosen = _split_of(root, walked, RAW_EXTENSIONS if raw else IMAGE_EXTENSIONS)
+    everything = split_files(root, walked, tuple(dict.fromkeys(IMAGE_EXTENSIONS + RAW_EXTENSIONS)))
+    raw = pixels == "raw" or must_be_raw or (pixels == "auto" and needs_raw_readers({"all": everything}))
+    chosen = split_files(root, walked, RAW_EXTENSIONS if raw else IMAGE_EXTENSIONS)
     if not chosen.paths:
         kind = "raw domain" if raw else "image"
         extensions = ", ".join(RAW_EXTENSIONS if raw else IMAGE_EXTENSIONS)
