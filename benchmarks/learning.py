@@ -26,6 +26,7 @@ from pathlib import Path
 from common import RESULTS_DIR, ROOT, cifar10_folder, write_row
 from selfsup.config import build_config, recipe_names
 from selfsup.methods import METHODS, Method
+from selfsup.methods.parts.teacher import TeacherChoice
 
 # One recipe per method: the method's own small-budget recipe (SimCLR's is the CPU CIFAR recipe, whose stride-1
 # stem is the one the 15-minute benchmark uses; `demo` is SimCLR too but sized for the first minute).
@@ -39,8 +40,10 @@ def recipe_methods() -> dict[str, str]:
     by_method: dict[str, list[str]] = {}
     for name in recipe_names():
         method = build_config(name).method
-        # Image-text methods need captions, which CIFAR-10 and the plain digits lack: benchmarks/image_text.py
-        if METHODS[method].image_text_towers is Method.image_text_towers:
+        # Image-text methods need captions, which CIFAR-10 and the plain digits lack: benchmarks/image_text.py.
+        # Distillation methods need a trained teacher: benchmarks/distill.py.
+        needs_teacher = issubclass(METHODS[method].Options, TeacherChoice)
+        if METHODS[method].image_text_towers is Method.image_text_towers and not needs_teacher:
             by_method.setdefault(method, []).append(name)
     chosen = {}
     for method, names in sorted(by_method.items()):
