@@ -242,4 +242,4 @@ def test_supported_formats():
     assert supported_formats({"name": "resnet50", "in_channels": 3, "cifar_stem": True}) == [
         "safetensors", "torchvision", "hf", "onnx"]
     assert supported_formats({"name": "timm:convnext_atto", "in_channels": 3}) == ["safetensors", "timm", "hf", "onnx"]
-    assert supported_formats({"name": "vit3d_micro_cpu", "in_channels": 1}) == ["safetensors", "hf"]
+    assert supported_formats({"name": "vit3d_micro_cpu", "in_channels": 1}) == ["safetensors", "hf", "onnx"]

@@ -163,7 +163,7 @@ class ViT3DBackbone(nn.Module):
         """Class token, blocks and final norm over any subset of patch tokens: ``{"cls", "registers", "patches"}``."""
         x = patch_tokens
         if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(len(x), -1, -1).to(x.dtype), x], dim=1)
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
         with attention_kernel(x):
             x = self.norm(self.blocks(x))
         return {"cls": x[:, 0] if self.cls_token is not None else None, "registers": None,

@@ -12,7 +12,7 @@ TorchScript tracer (``dynamo=False``) is still in torch 2.14 but deprecated, and
 that the model reads as a Python int (``len(x)``) as a constant: its graph then runs at the traced batch size
 only, silently. ``torch.export`` refuses such a model with a message naming the problem instead. The program is
 captured here rather than inside ``torch.onnx.export`` because the latter, when the capture fails, falls back to
-other strategies that drop the dynamic batch without an error (seen with ``vit3d_micro_cpu``).
+other strategies that drop the dynamic batch without an error (seen with a class token expanded to ``len(x)``, as the 3-D ViT once did).
 
 Parity: onnxruntime (CPU) runs the written file on random inputs at batch sizes 1 and 3 (the traced example has
 2, so a batch size frozen into the graph cannot pass) against PyTorch in eval mode in fp32; a maximum absolute
@@ -28,7 +28,6 @@ import torch
 import torch.nn as nn
 
 from selfsup.backbones import backbone_from_spec
-from selfsup.backbones.vit3d import VIT3D_CONFIGS
 from selfsup.config import ConfigError
 from selfsup.export.formats import EXPORT_FORMATS, ExportFormat, load_strictly, preprocess_text, spatial_dims
 from selfsup.files import atomic_path, write_json_atomic
@@ -62,11 +61,7 @@ def require_onnx_extra() -> Any:
 
 
 def _onnx_why_not(spec: dict[str, Any]) -> str | None:
-    if spec["name"] in VIT3D_CONFIGS:
-        return ("the 3-D ViT expands its class token to len(x), a Python int, so every ONNX exporter fixes the batch "
-                "size (torch.export refuses the dynamic batch); use 'safetensors' or 'hf' (resnet3d_small exports "
-                "to ONNX)")
-    return None
+    return None  # every registered backbone exports with a dynamic batch (the parity check guards the rest)
 
 
 def input_shape(spec: dict[str, Any], image_size: int) -> tuple[int, ...]:
