@@ -15,25 +15,16 @@ import torch.nn as nn
 
 import selfsup
 import selfsup.export.onnx as onnx_export
-from selfsup.backbones import build_backbone
 from selfsup.cli import main
-from selfsup.export import OnnxExportError, OnnxExtraMissing, export_backbone, load_backbone, save_backbone, supported_formats
+from selfsup.export import OnnxExportError, OnnxExtraMissing, export_backbone, load_backbone, supported_formats
+
+from export_utils import saved_random_backbone
 
 ort = pytest.importorskip("onnxruntime")  # the onnx extra (`make test` installs it)
 
 
 def _saved(folder, name: str, channels: int, size: int = 32, **options) -> nn.Module:
-    """A backbone with random weights and BatchNorm statistics (so buffers matter), saved to ``folder``."""
-    torch.manual_seed(0)
-    model = build_backbone(name, in_channels=channels, **options)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-    save_backbone(model, folder, image_size=size, mean=[0.4] * channels, std=[0.2] * channels,
-                  extra={"method": "simclr"})
-    return model.eval()
+    return saved_random_backbone(folder, name, channels, size, method="simclr", **options)
 
 
 def _max_difference(onnx_path, model: nn.Module, shape: tuple[int, ...], batch: int) -> float:

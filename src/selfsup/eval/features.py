@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
+from selfsup.backbones.base import pooled_features
 from selfsup.files import atomic_path
 from selfsup.views.preprocess import eval_transform
 
@@ -160,15 +161,7 @@ def extract_features(
         )
         start = 0
         for images in loader:
-            images = images.to(device, non_blocking=True)
-            if autocast_dtype is not None:
-                with torch.autocast(device_type=device.type, dtype=autocast_dtype):
-                    out = backbone(images)
-            else:
-                out = backbone(images)
-            if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != images.shape[0]:
-                got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                raise ValueError(f"the backbone must return pooled features (batch, dims); got {got}")
+            out = pooled_features(backbone, images.to(device, non_blocking=True), autocast_dtype)
             if features is None:
                 features = torch.empty(n, out.shape[1], dtype=torch.float32)
             features[start:start + out.shape[0]] = out.float().cpu()

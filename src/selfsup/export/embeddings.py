@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from selfsup import __version__
+from selfsup.backbones.base import pooled_features
 from selfsup.data.decode import DecodeError
 from selfsup.data.folder import IMAGE_EXTENSIONS, PIXEL_MODES, needs_raw_readers, split_files, walk_files
 from selfsup.data.pixels import PixelWindow
@@ -249,16 +250,7 @@ def _settings(backbone: nn.Module, pixel_input: PixelInput, precision: str) -> d
 
 
 def _forward(backbone: nn.Module, images: torch.Tensor, device: torch.device, autocast) -> np.ndarray:
-    images = images.to(device, non_blocking=True)
-    if autocast is not None:
-        with torch.autocast(device_type=device.type, dtype=autocast):
-            out = backbone(images)
-    else:
-        out = backbone(images)
-    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != images.shape[0]:
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"the backbone must return pooled features (batch, dims); got {got}")
-    return out.float().cpu().numpy()
+    return pooled_features(backbone, images.to(device, non_blocking=True), autocast).float().cpu().numpy()
 
 
 def _embed_chunks(backbone, dataset: _FileImages, parts: Path, todo: list[int], chunk_files: int, *, batch_size,
