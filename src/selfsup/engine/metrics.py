@@ -49,9 +49,9 @@ def supersede_after(path: Path, step: int) -> int:
     """Move the records of ``path`` after ``step`` to :data:`SUPERSEDED_FILE` beside it; returns how many."""
     if not path.is_file():
         return 0
-    lines = path.read_text().splitlines()
-    keep = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
-    moved = [line for line in lines if line.strip() and json.loads(line).get("step", 0) > step]
+    keep, moved = [], []
+    for line in filter(str.strip, path.read_text().splitlines()):
+        (keep if json.loads(line).get("step", 0) <= step else moved).append(line)
     if moved:
         with open(path.parent / SUPERSEDED_FILE, "a") as stream:
             stream.write("".join(line + "\n" for line in moved))
