@@ -32,6 +32,7 @@ from selfsup.backbones.weights import load_weights_into
 from selfsup.config import Config
 from selfsup.eval.display import format_table
 from selfsup.eval.protocol import ProtocolSettings, evaluate_backbone
+from selfsup.eval.protocols.dense import with_dense_when_masked
 from selfsup.export import load_backbone
 from selfsup.backbones.open_clip_towers import OPEN_CLIP_PREFIX
 from selfsup.export.open_clip import load_open_clip_towers
@@ -61,6 +62,7 @@ def evaluate_and_record(backbone, splits, out_dir, *, settings: ProtocolSettings
     elif not settings.selected("image_text"):  # what an image-text model is judged by, unless already asked for
         settings = settings.with_image_text()
         log(f"an image-text model: evaluating {', '.join(p.name for p in settings.selected('image_text'))} too")
+    settings = with_dense_when_masked(settings, splits, log)  # segmentation data: the dense probe too
     results = evaluate_backbone(backbone, splits, preprocess=preprocess, settings=settings, baselines=baselines,
                                 batch_size=batch_size, device=device, cache_dir=out_dir / "features", log=log, row=row,
                                 towers=towers, extra_rows=extra_rows)

@@ -27,6 +27,7 @@ Needs a ViT backbone (``forward_tokens``).
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -39,6 +40,7 @@ from selfsup.losses.distillation import dino_loss, dino_targets, masked_patch_di
 from selfsup.methods.base import METHODS, Method, StepOutput
 from selfsup.methods.common import Count, MultiCropOptions, encode_by_resolution
 from selfsup.views import BlockMask, MaskSpec
+from selfsup.views.mask_shapes import patch_mask_strategy
 
 
 class IBOTOptions(MultiCropOptions):
@@ -61,6 +63,10 @@ class IBOTOptions(MultiCropOptions):
     lambda2: float = Field(1.0, ge=0)  # masked patch loss weight
     mask_ratio: float = Field(0.3, ge=0, lt=1)
     mask_min_block: int = Field(4, ge=1)  # patches; iBOT uses 16 on a 14 x 14 grid, 4 suits 8 x 8
+    # The paper's block-wise masks, or any registered patch-mask strategy (selfsup.views.masks) at mask_ratio with
+    # its own options (mask_min_block is block's).
+    mask: str = "block"
+    mask_options: dict[str, Any] = Field(default_factory=dict)
     num_local_crops: Count = 10
 
 
@@ -88,7 +94,8 @@ class IBOT(Method):
         self.teacher_temperature = o.warmup_teacher_temperature
         self.teacher_patch_temperature = o.warmup_teacher_patch_temperature
         views = o.multi_crop_views()
-        mask = BlockMask(ratio=o.mask_ratio, min_block=o.mask_min_block)
+        mask = (BlockMask(ratio=o.mask_ratio, min_block=o.mask_min_block, **o.mask_options) if o.mask == "block" else
+                patch_mask_strategy(o.mask, o.mask_ratio, backbone.grid_size, "iBOT", **o.mask_options))
         self.views = dataclasses.replace(views, masks=MaskSpec(mask, patch_size=backbone.patch_size, views=(0, 1)))
 
     def on_step(self, progress: float) -> None:

@@ -25,7 +25,7 @@ saves it as ``reconstructions.png``).
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -36,7 +36,8 @@ from selfsup.heads import MAEDecoder
 from selfsup.losses import masked_patch_mse
 from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
 from selfsup.views import CropSpec, MaskSpec, ViewSpec
-from selfsup.views.masks import build_mask_strategy, draw_masks
+from selfsup.views.mask_shapes import patch_mask_strategy
+from selfsup.views.masks import draw_masks
 
 
 class MAEOptions(MethodOptions):
@@ -47,8 +48,10 @@ class MAEOptions(MethodOptions):
     normalize_target: bool = True  # per-patch normalized pixels (table 1c: better features)
     crop_scale: tuple[float, float] = (0.2, 1.0)  # random resized crop, no colour jitter (appendix A.1)
     # The mask strategy (selfsup.views.masks) at mask_ratio: "auto" is "random" on images, "cube" on volumes
-    # (a 3-D backbone); "tube" masks (row, column) positions through the whole depth (VideoMAE).
-    mask: Literal["auto", "random", "cube", "tube"] = "auto"
+    # (a 3-D backbone); "tube" masks (row, column) positions through the whole depth (VideoMAE); any registered
+    # patch-mask strategy on images ("block", "colormae", "gmml", ...), with its own options in mask_options.
+    mask: str = "auto"
+    mask_options: dict[str, Any] = Field(default_factory=dict)  # e.g. {colour: red} for colormae
 
 
 def encode_visible(backbone: nn.Module, images: torch.Tensor, visible: torch.Tensor):
@@ -83,9 +86,9 @@ class MAE(Method):
         if (mask in ("cube", "tube")) != (dims == 3):
             raise ValueError(f"method_options.mask={mask} is for {'volumes' if dims == 2 else 'images'}, but the "
                              f"backbone has a {dims}-D patch grid; use mask: auto")
+        strategy = patch_mask_strategy(mask, options.mask_ratio, backbone.grid_size, "MAE", **options.mask_options)
         self.views = ViewSpec(crops=(plain_crop(options.crop_scale),),
-                              masks=MaskSpec(build_mask_strategy(mask, ratio=options.mask_ratio),
-                                             patch_size=self.patch_size, views=0, dims=dims))
+                              masks=MaskSpec(strategy, patch_size=self.patch_size, views=0, dims=dims))
 
     def predict(self, images: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Encode the ``visible`` (B, K) patches of ``images`` only; decode every patch, (B, N, p * p * C)."""

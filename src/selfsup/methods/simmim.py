@@ -18,6 +18,8 @@ position (mask tokens included), so any backbone with a feature map works.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 from pydantic import Field
@@ -27,6 +29,7 @@ from selfsup.losses import masked_pixel_l1
 from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
 from selfsup.methods.mae import plain_crop
 from selfsup.views import MaskSpec, RandomMask, ViewSpec
+from selfsup.views.mask_shapes import patch_mask_strategy
 from selfsup.views.masks import draw_masks
 
 
@@ -34,6 +37,10 @@ class SimMIMOptions(MethodOptions):
     mask_ratio: float = Field(0.6, gt=0, lt=1)
     mask_patch_size: int = Field(8, ge=1)  # pixels; a multiple of a ViT's patch size
     crop_scale: tuple[float, float] = (0.67, 1.0)  # the paper's RandomResizedCrop scale
+    # Any registered patch-mask strategy (selfsup.views.masks) at mask_ratio, with its own options: "random" is
+    # the paper's; others are drawn on the grid of mask_patch_size squares (ConvNets) or of the ViT's patches.
+    mask: str = "random"
+    mask_options: dict[str, Any] = Field(default_factory=dict)
 
 
 def feature_stride(backbone: nn.Module, channels: int, probe: int = 64) -> tuple[int, int]:
@@ -71,14 +78,19 @@ class SimMIM(Method):
             self.mask_token = nn.Parameter(torch.zeros(width))
             nn.init.trunc_normal_(self.mask_token, std=0.02)
             # the mask lives on the ViT's patch grid, in squares of (unit / p)^2 patches
-            masks = MaskSpec(RandomMask(options.mask_ratio, unit=unit // p), patch_size=p)
+            strategy = (RandomMask(options.mask_ratio, unit=unit // p, **options.mask_options)
+                        if options.mask == "random" else
+                        patch_mask_strategy(options.mask, options.mask_ratio, backbone.grid_size, "SimMIM",
+                                            **options.mask_options))
+            masks = MaskSpec(strategy, patch_size=p)
         else:
             if not hasattr(backbone, "forward_features"):
                 raise ValueError(f"SimMIM needs a ViT or a backbone with forward_features (a feature map); "
                                  f"{type(backbone).__name__} has neither")
             self.stride, width = feature_stride(backbone, channels)
             self.mask_value = nn.Parameter(torch.zeros(channels))  # 0 = the dataset mean after normalization
-            masks = MaskSpec(RandomMask(options.mask_ratio), patch_size=unit)
+            masks = MaskSpec(patch_mask_strategy(options.mask, options.mask_ratio, (32 // unit or 1,) * 2, "SimMIM",
+                                                 **options.mask_options), patch_size=unit)
         self.head = nn.Sequential(nn.Conv2d(width, self.stride ** 2 * channels, kernel_size=1),
                                   nn.PixelShuffle(self.stride))
         self.views = ViewSpec(crops=(plain_crop(options.crop_scale),), masks=masks)

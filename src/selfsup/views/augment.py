@@ -171,6 +171,12 @@ def make_view(image: torch.Tensor, spec: CropSpec, size: int, gen: random.Random
     """Stage 1: the cropped, resized, flipped (and turned) float view (C, size, size) and its photometric
     parameters."""
     p = draw_view_params(image.shape[-2], image.shape[-1], spec, gen, kind)
+    return view_from_params(image, p, size), torch.tensor(p.photometric)
+
+
+def view_from_params(image: torch.Tensor, p: ViewParams, size: int) -> torch.Tensor:
+    """Stage 1 from drawn parameters: crop, resize, flip (and turn); ``make_view`` is draw + this, and the view
+    dataset calls the two apart when a method asks for the views' geometry (``ViewSpec.boxes``)."""
     view = resized_crop(image, p.top, p.left, p.height, p.width, size)
     if p.flip:
         view = view.flip(-1)
@@ -178,7 +184,7 @@ def make_view(image: torch.Tensor, spec: CropSpec, size: int, gen: random.Random
         view = view.flip(-2)
     if p.quarter_turns:
         view = torch.rot90(view, p.quarter_turns, dims=(-2, -1))
-    return view, torch.tensor(p.photometric)
+    return view
 
 
 # -- stage 2: batched photometry ---------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from selfsup.data.decode import DecodeError
 from selfsup.data.pixels import default_channel_kind
 from selfsup.fields import IMAGE, IMAGE_FIELDS, TEXT, VOLUME
 from selfsup.registry import Registry
-from selfsup.views.augment import apply_photometric, draw_view_params, make_view, sample_generator
+from selfsup.views.augment import apply_photometric, draw_view_params, make_view, sample_generator, view_from_params
+from selfsup.views.device import NUM_GEOMETRY
 from selfsup.views.masks import check_mask_spec, draw_masks
 from selfsup.views.preprocess import Preprocess
 from selfsup.views.spec import ViewSpec
@@ -84,6 +85,9 @@ class ViewDataset(Dataset):
         if views.masks is not None:
             check_mask_spec(views.masks, views.view_sizes(image_size))
         check_text_field(source, views)
+        if views.boxes and viewed_field(source)[1] != IMAGE.name:
+            raise ValueError(f"this method matches locations between views (ViewSpec.boxes), which needs images; "
+                             f"{getattr(source, 'name', source)} holds {viewed_field(source)[1]}s")
 
     def __len__(self) -> int:
         return len(self.source)
@@ -102,12 +106,18 @@ class ViewDataset(Dataset):
         epoch, requested = key if isinstance(key, tuple) else (self.epoch, key)
         index, image = self._image(requested)
         gen = sample_generator(self.seed, epoch, requested)
-        views, params = [], []
+        views, params, boxes = [], [], []
         for crop in self.views.crops:
             size = crop.size or self.image_size
             for _ in range(crop.count):
                 if self.augment == "device":  # the same generator calls as make_view, hence the same views
                     params.append(draw_view_params(image.shape[-2], image.shape[-1], crop, gen, self.kind).row())
+                    boxes.append(params[-1][:NUM_GEOMETRY])
+                elif self.views.boxes:  # make_view's draws and view, keeping the geometry
+                    p = draw_view_params(image.shape[-2], image.shape[-1], crop, gen, self.kind)
+                    views.append(view_from_params(image, p, size))
+                    params.append(torch.tensor(p.photometric))
+                    boxes.append(p.row()[:NUM_GEOMETRY])
                 else:
                     view, p = self.make_view(image, crop, size, gen, self.kind)
                     views.append(view)
@@ -119,6 +129,8 @@ class ViewDataset(Dataset):
         else:
             sample = {"views": views, "params": params}
         sample.update(index=index, label=label)
+        if self.views.boxes:
+            sample["boxes"] = torch.tensor(boxes, dtype=torch.float32)  # (views, NUM_GEOMETRY)
         if self.views.masks is not None:  # own generator per view (seed, epoch, index, view): crops unchanged
             sample["masks"] = draw_masks(self.views.masks, self.views.view_sizes(self.image_size), self.seed, epoch,
                                          requested)
@@ -158,6 +170,8 @@ class ViewCollate:
             batch["masks"] = {key: torch.stack([s["masks"][key] for s in samples]) for key in samples[0]["masks"]}
         if "text" in samples[0]:
             batch["text"] = torch.stack([s["text"] for s in samples])
+        if "boxes" in samples[0]:
+            batch["boxes"] = torch.stack([s["boxes"] for s in samples])
         return batch
 
 

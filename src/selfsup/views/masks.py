@@ -306,6 +306,8 @@ def check_mask_spec(spec, view_sizes: list[int]) -> None:
     draw_masks(spec, view_sizes, seed=0, epoch=0, index=0)  # bad strategy options raise here, not in a worker
 
 
+from selfsup.views import mask_shapes  # noqa: E402,F401 - registers colormae and gmml (a module of its own: length)
+
 __all__ = [
     "MASK_STRATEGIES",
     "BlockMask",

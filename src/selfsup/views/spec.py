@@ -78,6 +78,11 @@ class ViewSpec:
     crops: tuple[CropSpec, ...] = field(default_factory=lambda: (CropSpec(),))
     masks: MaskSpec | None = None
     text: TextSpec | None = None
+    # Deliver each view's geometry as ``batch["boxes"]`` (B, views, 7): the crop box in pixels of the source
+    # image (top, left, height, width), horizontal flip, vertical flip, quarter turns (0/1, 0/1, 0..3); the
+    # columns G_* of selfsup.views.device. Dense methods match feature locations with it
+    # (selfsup.views.geometry). Image views only; the views themselves do not change.
+    boxes: bool = False
 
     @property
     def num_views(self) -> int:

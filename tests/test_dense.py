@@ -1,0 +1,132 @@
+"""Dense self-supervision: the embedded dense digits, images + masks folders, the dense probe (mIoU) and the dense
+methods' use of the views' geometry."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from selfsup.backbones import build_backbone
+from selfsup.data import open_data
+from selfsup.data.dense import CANVAS, IGNORE, MASK_CLASSES, has_masks, make_dense_digits, open_dense_folder
+from selfsup.data.sources import ArraySource, DataSplits
+from selfsup.eval.protocol import ProtocolSettings
+from selfsup.eval.protocols.dense import (DenseSettings, confusion, dense_probe, segmentation_scores,
+                                          with_dense_when_masked)
+from selfsup.methods import build_method
+from selfsup.methods.pixpro import pair_consistency
+from selfsup.views.preprocess import Preprocess
+from method_utils import view_batch
+
+
+@pytest.fixture(scope="module")
+def dense_digits():
+    return open_data("digits-dense")
+
+
+def test_dense_digits_hold_several_digits_with_pixel_labels(dense_digits):
+    train, test = dense_digits.train, dense_digits.test
+    assert has_masks(train) and has_masks(test) and train.mask_classes == MASK_CLASSES
+    assert train.get_image(0).shape == (3, CANVAS, CANVAS) and train.masks.shape == (len(train), CANVAS, CANVAS)
+    digits_per_image = [len(set(np.unique(m)) - {0}) for m in train.masks[:200]]
+    assert np.mean(digits_per_image) > 2.3 and max(digits_per_image) == 3
+    ink = train.get_image(0)[0].numpy()[train.masks[0] > 0].mean()
+    background = train.get_image(0)[0].numpy()[train.masks[0] == 0].mean()
+    assert ink > background + 80  # labels sit on the strokes
+    assert set(np.unique(train.masks)) == set(range(11))
+    again = make_dense_digits()
+    assert np.array_equal(again["train_images"], train.images)  # generated, deterministic
+
+
+def test_scores_from_a_confusion_matrix():
+    target = torch.tensor([[0, 0, 1, 1], [2, 2, IGNORE, 0]])
+    pred = torch.tensor([[0, 1, 1, 1], [2, 0, 2, 0]])
+    matrix = confusion(pred, target, 3)
+    assert matrix.sum() == 7  # the ignored pixel is not counted
+    scores = segmentation_scores(matrix)
+    # IoU: class 0 2/(3+3-2)=0.5, class 1 2/(2+3-2)=2/3, class 2 1/(2+1-1)=0.5
+    assert scores["dense_miou"] == pytest.approx((0.5 + 2 / 3 + 0.5) / 3)
+    assert scores["dense_pixel_acc"] == pytest.approx(5 / 7)
+
+
+def _small(splits, n_train=96, n_test=48):
+    def cut(source, n):
+        small = ArraySource(source.images[:n], labels=source.labels[:n], mean=source.mean, std=source.std)
+        small.masks, small.mask_classes = source.masks[:n], source.mask_classes
+        return small
+    return DataSplits(cut(splits.train, n_train), cut(splits.test, n_test))
+
+
+def test_the_dense_probe_learns_pixel_classes_from_features(dense_digits):
+    splits = _small(dense_digits)
+    preprocess = Preprocess(32, splits.train.mean, splits.train.std)
+    settings = DenseSettings(epochs=15, batch_size=16, lr=0.05)
+    torch.manual_seed(0)
+    backbone = build_backbone("small_resnet", 3, widths=(8, 16, 16, 32))
+    scores = dense_probe(backbone, splits, preprocess=preprocess, settings=settings, seed=0)
+    raw = dense_probe(None, splits, preprocess=preprocess, settings=settings, seed=0)
+    assert set(scores) == {"dense_miou", "dense_pixel_acc"}
+    background = float((splits.test.masks == 0).mean())
+    assert raw["dense_pixel_acc"] > background - 0.05  # about the background share: raw pixels cannot tell digits apart
+    assert 0 < scores["dense_miou"] < 1 and 0 < raw["dense_miou"] < 1
+    again = dense_probe(backbone, splits, preprocess=preprocess, settings=settings, seed=0)
+    assert again == scores  # seeded
+
+
+def test_dense_runs_by_default_only_on_data_with_masks(dense_digits):
+    settings = ProtocolSettings()
+    assert "dense" not in settings.protocols
+    assert with_dense_when_masked(settings, dense_digits).protocols == (*settings.protocols, "dense")
+    plain = DataSplits(ArraySource(np.zeros((4, 3, 8, 8), np.uint8), labels=np.arange(4)),
+                       ArraySource(np.zeros((4, 3, 8, 8), np.uint8), labels=np.arange(4)))
+    assert with_dense_when_masked(settings, plain) is settings
+
+
+def test_a_folder_of_images_and_a_folder_of_masks(tmp_path):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        label = np.zeros((20, 20), np.uint8)
+        label[5:15, 5:15] = 1 + i % 2
+        label[0, 0] = IGNORE
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(images / f"img{i}.jpg")
+        Image.fromarray(label).save(masks / f"img{i}.png")
+    (images / "orphan.png").write_bytes(b"not a picture")  # no mask of that name: listed
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(images / "bad.png")
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(masks / "bad.png")  # wrong size: listed
+    splits = open_dense_folder(images, masks, size=16, holdout_fraction=0.2)
+    assert len(splits.train) == 8 and len(splits.test) == 2
+    assert splits.train.masks.shape == (8, 16, 16) and splits.train.get_image(0).shape == (3, 16, 16)
+    assert set(np.unique(splits.train.masks)) == {0, 1, 2, IGNORE}
+    assert sorted(name for name, _ in splits.train.bad_files) == ["bad.png", "orphan.png"]
+    assert set(splits.train.labels.tolist()) <= {1, 2}
+
+
+def test_pixpro_consistency_reads_only_positive_pairs():
+    online = torch.randn(2, 4, 3)
+    target = torch.randn(2, 4, 5)
+    pairs = torch.zeros(2, 3, 5, dtype=torch.bool)
+    pairs[0, 1, 2] = True  # one pair in image 0, none in image 1 (it does not count)
+    expected = 1 - torch.nn.functional.cosine_similarity(online[0, :, 1], target[0, :, 2], dim=0)
+    assert pair_consistency(online, target, pairs).item() == pytest.approx(expected.item(), rel=1e-5)
+    moved = target.clone()
+    moved[0, :, 0] += 10  # an unmatched cell changes nothing
+    assert pair_consistency(online, moved, pairs).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("name,options", [("pixpro", {}), ("densecl", {}), ("densecl", {"match": "feature"})])
+def test_dense_methods_train_on_the_dense_digits(name, options, dense_digits):
+    from selfsup.methods import METHODS
+
+    torch.manual_seed(0)
+    backbone = build_backbone("small_resnet", 3, widths=(8, 8, 16, 16))
+    method = build_method(name, backbone, {**METHODS[name].test_options, **options})
+    assert method.views.boxes == (options.get("match", "geometry") == "geometry")
+    batch = view_batch(method, _small(dense_digits, 8, 8).train, 8, size=32)
+    out = method(batch)
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and backbone.stem[0].weight.grad.abs().sum() > 0
+    if "boxes" in batch:
+        with pytest.raises(ValueError, match="boxes"):
+            method({key: value for key, value in batch.items() if key != "boxes"})
