@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -e '.[dev,text,domain,onnx]'
+	$(PY) -m pip install --quiet -e '.[dev,text,domain,onnx,audio,video]'
 	touch $(STAMP)
 
 demo: $(STAMP)

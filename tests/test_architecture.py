@@ -19,9 +19,9 @@ LAYERS = [
     {"runs"},
     {"engine"},
     {"eval"},
-    {"report", "artifacts"},
+    {"report", "artifacts", "curate"},
     {"throughput", "run"},
-    {"api"},
+    {"api", "data_commands"},
     {"cli"},
 ]
 LAYER_OF = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}

@@ -85,7 +85,8 @@ def test_every_method_has_a_recipe_that_validates(name):
         cfg = build_config(recipe)
         validate_method_options(cfg.method, cfg.method_options)
         # trains on the embedded data without edits (image-text methods: the captioned digits; mae-3d: volumes)
-        assert cfg.data.source in ("digits", "digits-captions", "volumes")
+        assert cfg.data.source in ("digits", "digits-captions", "volumes",
+                                   "moving-digits", "sounds")  # videos and sounds (selfsup.data.moving_digits, .sounds)
 
 
 def test_unknown_method_option_names_the_key():

@@ -15,6 +15,7 @@ from selfsup.data.folder import PIXEL_MODES
 from selfsup.data.geotiff import write_geotiff_folder
 from selfsup.data.spectral import spectral_splits_arrays
 from selfsup.data.stats import compute_stats, default_stats_file, save_stats
+from selfsup.data_commands import add_data_commands
 from selfsup.engine.trainer import TrainingDiverged
 from selfsup.eval.compare import compare_runs
 from selfsup.eval.evaluate import evaluate_any_backbone, evaluate_run
@@ -316,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--test", type=int, default=1000)
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=_data_demo)
+    add_data_commands(data_sub)  # shard, dedup, select (selfsup.data_commands)
 
     p = sub.add_parser("demo", help="pretrain on the embedded digits data and compare with baselines")
     p.add_argument("overrides", nargs="*")

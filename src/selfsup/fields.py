@@ -47,11 +47,24 @@ VOLUME = register_field_kind("volume", "C x D x H x W tensor, any channel count,
                              "and tube masks, 3-D encoders (vit3d_micro_cpu, resnet3d_small); data.slices=true "
                              "serves its depth slices as images instead")
 
+AUDIO = register_field_kind("audio", "1 x L float tensor: a mono waveform in [-1, 1] at 16 kHz (selfsup.data.audio)",
+                            "a sound: its views are log-mel spectrograms (1, n_mels, frames) with time crops, gain, "
+                            "noise and SpecAugment masks (selfsup.views.audio), encoded by audio backbones "
+                            "(vit_audio_micro_cpu, small_resnet_audio); SSAST and MAE mask its patches")
+VIDEO = register_field_kind("video", "C x T x H x W uint8 tensor: the frames of a clip or a whole video",
+                            "a video: its views are clips of T frames at a stride with one spatial augmentation for "
+                            "every frame (selfsup.views.video), tube masks, video encoders (vit_video_micro_cpu, "
+                            "resnet3d_video)")
+
 #: What every image source yields.
 IMAGE_FIELDS = {"image": IMAGE.name, "label": LABEL.name}
 #: What a volume source yields (selfsup.data.volumes): the field keeps the name "image", so that every source
 #: is read through ``get_image``; its kind says that the value is a volume.
 VOLUME_FIELDS = {"image": VOLUME.name, "label": LABEL.name}
+#: What an audio source (selfsup.data.audio) and a video source (selfsup.data.video) yield: the field keeps the
+#: name "image" as volumes do.
+AUDIO_FIELDS = {"image": AUDIO.name, "label": LABEL.name}
+VIDEO_FIELDS = {"image": VIDEO.name, "label": LABEL.name}
 #: What an image-text source yields (a source with captions).
 IMAGE_TEXT_FIELDS = {"image": IMAGE.name, "text": TEXT.name, "label": LABEL.name}
 

@@ -56,6 +56,11 @@ class DataConfig(_Section):
     # Horizontal flips in every view. None: the data's own default (False for the embedded digits, whose mirror
     # images are other glyphs; True for folders and arrays). Set False for text, digits, or oriented medical images.
     hflip: bool | None = None
+    # Streamed shards (data.source=<shards>/index.json or a URL; selfsup.data.stream_order): the shuffle buffer
+    # within a shard (samples), and the streams each process reads (None: data.num_workers, at least 1; part of
+    # the data order, so a resumed run keeps its own).
+    shuffle_buffer: int = Field(1000, ge=1)
+    streams: int | None = Field(None, ge=1)
     # Where views are cropped, resized and coloured: "workers" (per sample, in the DataLoader workers), "device"
     # (batched on the training device, selfsup.views.device; needs one image size: arrays, embedded sets,
     # data.cache), "auto" (the faster of the two, measured at start). The same views either way.

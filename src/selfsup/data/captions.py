@@ -1,11 +1,13 @@
-"""Caption manifests: image-text pairs listed in a ``.csv``, ``.jsonl`` or ``.parquet`` file
-(``data.source=/path/pairs.csv``).
+"""Manifests: images, or image-text pairs, listed in a ``.csv``, ``.jsonl`` or ``.parquet`` file
+(``data.source=/path/pairs.csv``). A manifest without a caption column is a plain image source (fields image
+and label); with one, every sample needs a caption.
 
 Columns (names matched case-insensitively; the first one present of each group is used):
 
 - the image: ``image``, ``filepath``, ``file_name`` or ``path``: a path relative to the manifest's folder
   (an absolute path also works);
-- the caption: ``caption``, ``text`` or ``title``; in JSONL and parquet a list of strings is several captions;
+- optional caption: ``caption``, ``text`` or ``title``; in JSONL and parquet a list of strings is several
+  captions (with the column present, a row without a caption is a bad row);
 - optional ``label``: a class name or an integer (all non-negative integers: label i is class "i");
 - optional ``split``: ``train``, ``test`` or ``val`` (``val`` is the test split, as for folders).
 
@@ -144,17 +146,16 @@ def _captions_of(value) -> list[str] | None:
     return normalise_captions(value) if isinstance(value, str) else None
 
 
-def _collect(rows: list[Row], path: Path) -> tuple[dict[str, _Sample], list[tuple[str, str]], bool]:
-    """Rows -> samples by image path, bad rows, and whether the manifest is labelled."""
+def _collect(rows: list[Row], path: Path) -> tuple[dict[str, _Sample], list[tuple[str, str]], bool, bool]:
+    """Rows -> samples by image path, bad rows, whether the manifest is labelled and whether it has captions."""
     records = [record for _, record, _ in rows if record is not None]
     image_key, caption_key = _column(records, IMAGE_COLUMNS), _column(records, CAPTION_COLUMNS)
     label_key, split_key = _column(records, ("label",)), _column(records, ("split",))
-    if image_key is None or caption_key is None:
+    if image_key is None:
         found = sorted({str(k) for r in records for k in r})
-        missing = "an image column (" + ", ".join(IMAGE_COLUMNS) + ")" if image_key is None else \
-            "a caption column (" + ", ".join(CAPTION_COLUMNS) + ")"
-        raise DataError(f"{path}: an image-text manifest needs {missing}; its columns are "
-                        f"{', '.join(found) or 'none'}. Columns: image, caption, optional label and split")
+        raise DataError(f"{path}: a manifest needs an image column ({', '.join(IMAGE_COLUMNS)}); its columns are "
+                        f"{', '.join(found) or 'none'}. Columns: image, optional caption, label and split")
+    captioned = caption_key is not None
     labelled = label_key is not None and any(_text(r.get(label_key)) for r in records)
     samples: dict[str, _Sample] = {}
     bad: list[tuple[str, str]] = []
@@ -163,14 +164,14 @@ def _collect(rows: list[Row], path: Path) -> tuple[dict[str, _Sample], list[tupl
             bad.append((where, reason))
             continue
         image = _text(record.get(image_key))
-        captions = _captions_of(record.get(caption_key))
+        captions = _captions_of(record.get(caption_key)) if captioned else []
         label = _text(record.get(label_key)) if labelled else None
         split = _text(record.get(split_key)).lower() if split_key is not None else "train"
         if not image:
             bad.append((where, f"no image path (column '{image_key}')"))
-        elif captions is None:
+        elif captioned and captions is None:
             bad.append((where, f"the caption (column '{caption_key}') is not text"))
-        elif not captions:
+        elif captioned and not captions:
             bad.append((where, f"empty caption (column '{caption_key}')"))
         elif labelled and not label:
             bad.append((where, f"no label (column '{label_key}'), while other rows have one"))
@@ -185,13 +186,13 @@ def _collect(rows: list[Row], path: Path) -> tuple[dict[str, _Sample], list[tupl
                 bad.append((where, f"split {split!r} differs from {sample.split!r} given for {key} at {sample.where}"))
             else:
                 sample.captions += [c for c in captions if c not in sample.captions]
-    return samples, bad, labelled
+    return samples, bad, labelled, captioned
 
 
 def open_manifest(path: str | os.PathLike, channels: int = 3, max_bad_fraction: float = 0.1, seed: int = 0,
                   holdout_fraction: float = 0.2) -> DataSplits:
-    """Open an image-text manifest (see the module docstring) as :class:`DataSplits` of captioned
-    :class:`FolderSource` (root: the manifest's folder)."""
+    """Open a manifest (see the module docstring) as :class:`DataSplits` of :class:`FolderSource` (root: the
+    manifest's folder), captioned when the manifest has a caption column."""
     path = Path(path)
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
@@ -203,8 +204,8 @@ def open_manifest(path: str | os.PathLike, channels: int = 3, max_bad_fraction: 
     except OSError as e:
         raise DataError(f"{path}: cannot read the manifest: {e.strerror or e}") from None
     if not rows:
-        raise DataError(f"{path}: the manifest has no rows (columns: image, caption, optional label and split)")
-    samples, bad, labelled = _collect(rows, path)
+        raise DataError(f"{path}: the manifest has no rows (columns: image, optional caption, label and split)")
+    samples, bad, labelled, captioned = _collect(rows, path)
     root = path.parent
     keys = sorted(samples)  # the documented order: by image path
     with ThreadPoolExecutor(num_workers_for_io()) as pool:  # decode each image once, as folders do
@@ -226,7 +227,7 @@ def open_manifest(path: str | os.PathLike, channels: int = 3, max_bad_fraction: 
             labels=None if labels is None else labels[chosen], classes=classes,
             sizes=[good[i][1][1] for i in chosen], mtimes_ns=[good[i][1][2] for i in chosen],
             bad_files=bad if split == "train" else [], name=f"{path.stem}/{split}" if split_names else path.stem,
-            captions=[samples[good[i][0]].captions for i in chosen],
+            captions=[samples[good[i][0]].captions for i in chosen] if captioned else None,
         )
     if "train" not in sources:
         raise DataError(f"{path}: no usable rows of the train split (the split column names only test or val rows)")

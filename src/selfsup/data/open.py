@@ -9,10 +9,12 @@ from pathlib import Path
 from selfsup.data.arrays import open_npz
 from selfsup.data.captions import MANIFEST_SUFFIXES, open_manifest
 from selfsup.data.folder import IMAGE_EXTENSIONS, open_folder
+from selfsup.data.media import open_media_folder
 from selfsup.data.shards import SHARD_SUFFIX, open_shards, shard_paths
 from selfsup.data.sources import DATASETS, DataError, DataSplits
 from selfsup.data.stats import window_raw_splits
 from selfsup.registry import did_you_mean
+from selfsup.data.stream import is_url, open_stream
 
 
 def _unknown(spec: str) -> DataError:
@@ -23,7 +25,7 @@ def _unknown(spec: str) -> DataError:
         "with class sub-folders and train/ + test/ or val/ split folders, and <stem>.txt caption sidecars), a .npz "
         "file (keys 'images', optional 'labels', 'test_images', 'test_labels', 'classes'), an image-text manifest "
         "(.csv, .jsonl, .parquet: columns image, caption, optional label, split) or tar shards (a folder of .tar) "
-        "are also accepted."
+        "are also accepted; streamed shards are given by their index.json (a path or an fsspec URL)."
     )
 
 
@@ -61,8 +63,18 @@ def open_data(spec: str | os.PathLike, channels: int | None = None, max_bad_frac
         return opener() if channels is None else opener(channels=channels)  # None: the dataset's own channels
     path = Path(os.path.expanduser(text))
     if path.is_dir():
+    if is_url(text):  # streamed shards behind a URL: their index.json (selfsup.data.stream)
+        return open_stream(text, channels)
         if shard_paths(path):  # .tar files in it: a folder of shards
+    if path.is_file() and path.suffix.lower() == ".json":  # a shard index: streamed shards
+        return open_stream(str(path), channels)
+    kind_splits = open_kind_data(path, label_column, seed, holdout_fraction, max_bad_fraction, log)
+    if kind_splits is not None:  # a table, a folder of point clouds, a graph (selfsup.data.kind_open)
+        return kind_splits
             return open_shards(path, channels or 3, max_bad_fraction, seed, holdout_fraction)
+        media = open_media_folder(path, max_bad_fraction, seed, holdout_fraction)  # sounds or videos
+        if media is not None:
+            return media
         splits = open_folder(path, channels, max_bad_fraction, seed, holdout_fraction, pixels)
         return window_raw_splits(splits, stats, clip_percentiles, data_path=path, log=log)
     if path.is_file():

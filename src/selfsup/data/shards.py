@@ -1,15 +1,16 @@
-"""Tar shards of image-text pairs in the webdataset / open_clip layout (``data.source=/path/shards/`` or a
-single ``.tar``), read by random access without the webdataset package.
+"""Tar shards of images, or image-text pairs, in the webdataset / open_clip layout (``data.source=/path/shards/``
+or a single ``.tar``), read by random access without the webdataset package. Streamed shards (URLs, an
+``index.json``) are :mod:`selfsup.data.stream`'s.
 
 A shard is a plain (uncompressed) ``.tar``; its members are grouped by key, the member name up to the first
 dot of its basename (``a/0001.jpg`` and ``a/0001.txt`` are key ``a/0001``): ``<key>.jpg|jpeg|png|webp|...``
-is the image, ``<key>.txt`` its captions (one per line), an optional ``<key>.cls`` its integer label;
-``<key>.json`` and other members are ignored. A folder's shards are its ``*.tar`` files (not recursive).
+is the image, ``<key>.txt`` its captions (one per line; shards without any ``.txt`` are plain image shards),
+an optional ``<key>.cls`` its integer label; ``<key>.json`` (metadata) and other members are ignored. A folder's shards are its ``*.tar`` files (not recursive).
 
 The scan reads every tar header once (with the stdlib ``tarfile``), keeps each image member's shard, data
 offset and size in numpy arrays (cheap to pickle into DataLoader workers), reads the captions and labels,
 and decodes every image once, so that bad members are found now: a key without an image, without a caption
-(missing or empty ``.txt``), with a ``.cls`` that is not an integer or missing while other keys have one, or
+(missing or empty ``.txt``, in shards that have captions), with a ``.cls`` that is not an integer or missing while other keys have one, or
 with an undecodable image is skipped and listed in ``bad_files`` as ``("<shard>:<member>", reason)``, under
 the bad-file policy (``data.max_bad_fraction``). ``get_image(i)`` seeks to the member and decodes its bytes;
 a :class:`DecodeError` then names ``"<shard>:<member>"`` in its ``path``.
@@ -106,12 +107,12 @@ def _read_member(shard: str, offset: int, size: int) -> bytes:
 
 
 class ShardSource(CaptionedSource):
-    """Image-text pairs in tar shards (see the module docstring): an index of image members (shard, offset,
+    """Images or image-text pairs in tar shards (see the module docstring): an index of image members (shard, offset,
     size, name) with their captions and labels; images are read and decoded on demand."""
 
     def __init__(self, root: str | os.PathLike, shards: Sequence[str], shard_stats: np.ndarray,
                  shard_of: np.ndarray, offsets: np.ndarray, sizes: np.ndarray, members: Sequence[str] | StringTable,
-                 captions: Sequence[Sequence[str]] | CaptionTable, *, channels: int = 3,
+                 captions: Sequence[Sequence[str]] | CaptionTable | None, *, channels: int = 3,
                  labels: np.ndarray | None = None, classes: Sequence[str] | None = None,
                  bad_files: list[tuple[str, str]] | None = None, name: str | None = None):
         self.root = str(root)
@@ -156,7 +157,8 @@ class ShardSource(CaptionedSource):
         """The samples ``indices`` as a new source (what :func:`selfsup.data.sources.subset` calls)."""
         indices = np.asarray(indices, np.int64)
         return ShardSource(self.root, self.shards, self._shard_stats, self._shard_of[indices], self._offsets[indices],
-                           self._sizes[indices], [self._members[int(i)] for i in indices], self.captions.take(indices),
+                           self._sizes[indices], [self._members[int(i)] for i in indices],
+                           None if self.captions is None else self.captions.take(indices),
                            channels=self.channels, labels=None if self.labels is None else self.labels[indices],
                            classes=self.classes, name=name)
 
@@ -173,7 +175,7 @@ class ShardSource(CaptionedSource):
 
     def __repr__(self) -> str:
         labelled = f", {len(self.classes)} classes" if self.classes is not None else ", unlabeled"
-        return f"ShardSource({self.root!r}, {len(self.shards)} shards, {len(self)} pairs{labelled})"
+        return f"ShardSource({self.root!r}, {len(self.shards)} shards, {len(self)} samples{labelled})"
 
 
 @dataclass
@@ -182,12 +184,13 @@ class _Candidate:
 
     shard: int
     member: tarfile.TarInfo
-    captions: list[str]
+    captions: list[str] | None  # None: shards without captions
     label: str | None
 
 
 def _candidates(shards: list[Path]) -> tuple[list[_Candidate], list[tuple[str, str]]]:
-    """Keys with an image and captions from every shard, and the bad ones (no image, no caption, bad label)."""
+    """Keys with an image (and captions, when the shards have them) from every shard, and the bad ones (no image,
+    no caption, bad label)."""
     found: list[tuple[int, str, _Group]] = []
     bad: list[tuple[str, str]] = []
     for number, shard in enumerate(shards):
@@ -196,14 +199,16 @@ def _candidates(shards: list[Path]) -> tuple[list[_Candidate], list[tuple[str, s
             bad.append((str(shard), reason))
         found += [(number, key, group) for key, group in groups.items()]
     labelled = any("cls" in group.texts for _, _, group in found)
+    captioned = any("txt" in group.texts for _, _, group in found)
     candidates = []
     for number, key, group in found:
         where = f"{shards[number]}:{group.image.name if group.image is not None else key}"
-        captions = normalise_captions(group.texts.get("txt", b"").decode("utf-8", "replace").splitlines())
+        captions = normalise_captions(group.texts.get("txt", b"").decode("utf-8", "replace").splitlines()) \
+            if captioned else None
         label = group.texts.get("cls", b"").decode("utf-8", "replace").strip() if labelled else None
         if group.image is None:
             bad.append((where, f"no image member ({', '.join(IMAGE_MEMBER_EXTENSIONS)}) for key {key}"))
-        elif not captions:
+        elif captioned and not captions:
             state = "missing" if "txt" not in group.texts else "empty"
             bad.append((where, f"no caption: {posixpath.basename(key)}.txt is {state}"))
         elif labelled and not INTEGER_LABEL.fullmatch(label):
@@ -226,8 +231,8 @@ def open_shards(path: str | os.PathLike, channels: int = 3, max_bad_fraction: fl
         raise DataError(f"no .tar shards in {path}")
     candidates, bad = _candidates(shards)
     if not candidates and not bad:
-        raise DataError(f"the shards in {path} hold no members; each sample is <key>.jpg (or .png, .webp, ...) and "
-                        "<key>.txt, optionally <key>.cls")
+        raise DataError(f"the shards in {path} hold no members; each sample is <key>.jpg (or .png, .webp, ...), "
+                        "optionally <key>.txt (captions) and <key>.cls (label)")
     candidates.sort(key=lambda c: (c.member.name, c.shard))  # the documented order: by image member name
 
     def check(candidate: _Candidate) -> str | None:
@@ -244,7 +249,7 @@ def open_shards(path: str | os.PathLike, channels: int = 3, max_bad_fraction: fl
         reasons = list(pool.map(check, candidates))
     bad += [(f"{shards[c.shard]}:{c.member.name}", r) for c, r in zip(candidates, reasons) if r is not None]
     good = [c for c, r in zip(candidates, reasons) if r is None]
-    log.info("scanned %d shards under %s: %d pairs, %d bad entries", len(shards), path, len(good), len(bad))
+    log.info("scanned %d shards under %s: %d samples, %d bad entries", len(shards), path, len(good), len(bad))
     check_bad_fraction(bad, len(good) + len(bad), f"in the shards {path}", max_bad_fraction, entry="shard item",
                        problem="could not be used")
     root = path if path.is_dir() else path.parent
@@ -254,7 +259,7 @@ def open_shards(path: str | os.PathLike, channels: int = 3, max_bad_fraction: fl
         root, [os.path.relpath(s, root) for s in shards], np.array(stats, np.int64),
         np.array([c.shard for c in good], np.int32), np.array([c.member.offset_data for c in good], np.int64),
         np.array([c.member.size for c in good], np.int64), [c.member.name for c in good],
-        [c.captions for c in good], channels=channels, labels=labels, classes=classes, bad_files=bad,
+        [c.captions for c in good] if good[0].captions is not None else None, channels=channels, labels=labels, classes=classes, bad_files=bad,
         name=path.name if path.is_dir() else path.stem,
     )
     return holdout_split(source, holdout_fraction, seed)

@@ -38,6 +38,9 @@ class LoopState:
     batch_in_epoch: int = 0  # micro-batches of this epoch already consumed
     elapsed: float = 0.0  # seconds of training so far, over all segments of a resumed run
     images_seen: int = 0
+    # Streamed shards (selfsup.data.stream_order): [rank][stream] -> samples that stream has delivered in this
+    # epoch; recomputed from (epoch, batch_in_epoch) on resume, where a mismatch means the shards changed.
+    stream_positions: list[list[int]] | None = None
 
 
 def rng_state() -> dict[str, Any]:

@@ -18,6 +18,8 @@ from torch.utils.data import DataLoader
 
 from selfsup.config import Config
 from selfsup.data.cache import open_cached
+from selfsup.data.stream import is_streamed
+from selfsup.data.stream_order import StreamBatchSampler, StreamOrder
 from selfsup.dist import DistInfo, all_reduce_mean, barrier
 from selfsup.engine.checkpoint import LoopState, rng_state, set_rng_state
 from selfsup.fields import IMAGE
@@ -36,7 +38,7 @@ class BatchToDevice:
         self.device, self.device_views, self.channels_last = device, device_views, channels_last
 
     def _move(self, value):  # views (or raw images and view parameters), labels, indices, masks (a dict of tensors)
-        if isinstance(value, torch.Tensor):
+        if isinstance(value, torch.Tensor) or hasattr(value, "num_graphs"):  # tensors; graph batches (views/graph.py)
             return value.to(self.device, non_blocking=True)
         if isinstance(value, dict):
             return {key: self._move(v) for key, v in value.items()}
@@ -56,15 +58,30 @@ class BatchToDevice:
 @dataclass
 class TrainData:
     loader: DataLoader
-    sampler: EpochBatchSampler
+    sampler: EpochBatchSampler | StreamBatchSampler  # streamed shards: in shard order (selfsup.data.stream_order)
     augment: str  # where views are made: "workers" or "device"
     to_device: BatchToDevice
     accumulate: int  # micro-batches per optimizer step
+    epoch_batches: int  # micro-batches this rank takes per epoch (the incomplete last one dropped)
 
     @property
     def batches_per_epoch(self) -> int:
-        """Micro-batches this rank takes per epoch (the incomplete last one dropped)."""
-        return (self.sampler.num_samples // self.sampler.world_size) // self.sampler.batch_size
+        """Micro-batches this rank takes per epoch (streamed shards: of the first epoch)."""
+        return self.epoch_batches
+
+    def _stream_positions(self, state: LoopState) -> list[list[int]] | None:
+        if not isinstance(self.sampler, StreamBatchSampler):
+            return None
+        return self.sampler.order.positions(state.epoch, state.batch_in_epoch)
+
+    def _check_stream_positions(self, state: LoopState) -> None:
+        """A resumed streamed run must find its streams where its checkpoint left them."""
+        expected = self._stream_positions(state)
+        if expected is not None and state.stream_positions is not None and state.stream_positions != expected:
+            raise ValueError(f"the checkpoint's stream positions (samples per stream per process) {state.stream_positions}"
+                             f" differ from {expected}, those of this run at epoch {state.epoch}, batch "
+                             f"{state.batch_in_epoch}: the shards, their index, data.streams or the number of "
+                             "processes changed since; resume with the same ones")
 
     def step_batches(self, state: LoopState) -> Iterator[list[dict]]:
         """The micro-batches of each optimizer step from ``state``'s position on, epoch after epoch, endlessly.
@@ -72,12 +89,15 @@ class TrainData:
         ``state.batch_in_epoch`` counts a step's micro-batches as they are handed out and ``state.epoch``
         moves on when an epoch has too few left for another step, so a checkpoint taken after a step resumes
         right after it (the epoch's order depends on (seed, epoch) alone). Each epoch gets a new iterator,
-        hence new workers, as in every PyTorch loop."""
+        hence new workers, as in every PyTorch loop. Streamed shards record each stream's position in
+        ``state.stream_positions`` too."""
+        self._check_stream_positions(state)
         while True:
             self.sampler.set_epoch(state.epoch, state.batch_in_epoch)
             batches = iter(self.loader)
             while len(group := list(itertools.islice(batches, self.accumulate))) == self.accumulate:
                 state.batch_in_epoch += self.accumulate
+                state.stream_positions = self._stream_positions(state)
                 yield group
             state.epoch += 1
             state.batch_in_epoch = 0
@@ -102,8 +122,18 @@ def build_train_data(cfg: Config, source, views: ViewSpec, preprocess: Preproces
     if cfg.data.cache:  # an image folder decoded once into a memmap; the main rank builds it
         source = open_cached(source, cfg.data.image_size, cfg.data.cache_size, cfg.runs_dir, log,
                              build=dist_info.is_main, wait=barrier)
-    sampler = EpochBatchSampler(len(source), micro_batch, cfg.seed, dist_info.rank, world)
-    if sampler.num_samples // world // micro_batch < tc.accumulate:
+    if is_streamed(source):  # read in shard order: streams of whole shards, a shuffle buffer within each
+        streams = cfg.data.streams or max(1, cfg.data.num_workers)
+        sampler = StreamBatchSampler(StreamOrder(source.counts, micro_batch, cfg.seed, world, streams,
+                                                 cfg.data.shuffle_buffer), dist_info.rank)
+        epoch_batches = sampler.batches_per_epoch
+        log(f"streaming {len(source.counts)} shards: {streams} stream(s) per process, a shuffle buffer of "
+            f"{cfg.data.shuffle_buffer} samples per shard; {epoch_batches} batches of {micro_batch} per process in "
+            f"epoch 0 ({len(source) - epoch_batches * micro_batch * world} of {len(source)} samples left out)")
+    else:
+        sampler = EpochBatchSampler(len(source), micro_batch, cfg.seed, dist_info.rank, world)
+        epoch_batches = (len(source) // world) // micro_batch
+    if epoch_batches < tc.accumulate:
         raise ValueError(f"an optimizer step takes train.accumulate={tc.accumulate} micro-batches of {micro_batch} "
                          f"images, more than one epoch holds ({len(source)} images over {world} process(es)): "
                          "lower train.accumulate or train.batch_size, or add data")
@@ -118,7 +148,7 @@ def build_train_data(cfg: Config, source, views: ViewSpec, preprocess: Preproces
                           persistent_workers=False, prefetch_factor=4 if workers else None)
 
     augment = choose_augment(cfg.data.augment, source, make_loader, to_device, log)
-    return TrainData(make_loader(augment), sampler, augment, to_device, tc.accumulate)
+    return TrainData(make_loader(augment), sampler, augment, to_device, tc.accumulate, epoch_batches)
 
 
 def holds_images(source) -> bool:

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset, Sampler
 
 from selfsup.data.decode import DecodeError
 from selfsup.data.pixels import default_channel_kind
-from selfsup.fields import IMAGE, IMAGE_FIELDS, TEXT, VOLUME
+from selfsup.fields import AUDIO, IMAGE, IMAGE_FIELDS, TEXT, VIDEO, VOLUME
 from selfsup.registry import Registry
 from selfsup.views.augment import apply_photometric, draw_view_params, make_view, sample_generator, view_from_params
 from selfsup.views.device import NUM_GEOMETRY
@@ -22,6 +22,8 @@ from selfsup.views.masks import check_mask_spec, draw_masks
 from selfsup.views.preprocess import Preprocess
 from selfsup.views.spec import ViewSpec
 from selfsup.views.text import choose_caption, require_text_extra, tokenize
+from selfsup.views.audio import make_audio_view
+from selfsup.views.video import make_video_view
 from selfsup.views.volume import make_volume_view
 
 
@@ -31,6 +33,8 @@ from selfsup.views.volume import make_volume_view
 FIELD_VIEWS: Registry = Registry("view operation", key="source.fields", plural="view operations (by field kind)")
 FIELD_VIEWS.add(IMAGE.name, make_view)
 FIELD_VIEWS.add(VOLUME.name, make_volume_view)
+FIELD_VIEWS.add(AUDIO.name, make_audio_view)  # log-mel views of waveforms (selfsup.views.audio)
+FIELD_VIEWS.add(VIDEO.name, make_video_view)  # clips, one spatial augmentation per clip (selfsup.views.video)
 
 
 def viewed_field(source) -> tuple[str, str]:
@@ -160,6 +164,9 @@ class ViewCollate:
                 stacked = torch.stack([s["views"][v] for s in samples])
                 if stacked.ndim == 5:  # volumes: their views are complete (selfsup.views.volume); normalise only
                     views.append((stacked - self.mean[..., None]) / self.std[..., None])
+                    continue
+                if samples[0]["params"][v].numel() == 0:  # complete 2-D views (spectrograms): normalise only
+                    views.append((stacked - self.mean) / self.std)
                     continue
                 params = torch.stack([s["params"][v] for s in samples])
                 views.append((apply_photometric(stacked, params, self.kind) - self.mean) / self.std)

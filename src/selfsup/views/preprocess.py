@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
+from selfsup.data.audio_frontend import audio_eval_view
+
 
 @dataclass(frozen=True)
 class Preprocess:
@@ -60,8 +62,14 @@ def eval_transform(image: torch.Tensor, image_size: int, mean, std) -> torch.Ten
 
     A single-channel image is repeated to ``len(mean)`` channels; any other channel mismatch is an error.
     A volume (C, D, H, W) (the field kind ``volume``) is resized trilinearly to ``image_size``^3 as a whole
-    (no centre crop: a scan's extent is its field of view) and normalised the same way.
+    (no centre crop: a scan's extent is its field of view) and normalised the same way; so is a video (C, T, H, W)
+    (the field kind ``video``: its frames resampled to ``image_size``). A waveform (1, L) (the field kind
+    ``audio``) becomes its centred log-mel spectrogram (:func:`selfsup.views.audio.audio_eval_view`).
     """
+    if isinstance(image, torch.Tensor) and image.ndim == 2:  # a waveform (1, L), the field kind audio
+        unit = audio_eval_view(image, image_size)  # the centred image_size frames' log-mel, (1, size, size)
+        return (unit - torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)) / \
+            torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
     if not isinstance(image, torch.Tensor) or image.ndim not in (3, 4):
         got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
         raise ValueError(f"expected an image tensor of shape (C, H, W) or a volume (C, D, H, W), got {got}")
