@@ -13,8 +13,8 @@ from selfsup.data.media import open_media_folder
 from selfsup.data.shards import SHARD_SUFFIX, open_shards, shard_paths
 from selfsup.data.sources import DATASETS, DataError, DataSplits
 from selfsup.data.stats import window_raw_splits
-from selfsup.registry import did_you_mean
 from selfsup.data.stream import is_url, open_stream
+from selfsup.registry import did_you_mean
 
 
 def _unknown(spec: str) -> DataError:
@@ -61,16 +61,13 @@ def open_data(spec: str | os.PathLike, channels: int | None = None, max_bad_frac
                           f"(write './{text}' for the path)", stacklevel=2)
         opener = DATASETS.get(text)
         return opener() if channels is None else opener(channels=channels)  # None: the dataset's own channels
-    path = Path(os.path.expanduser(text))
-    if path.is_dir():
     if is_url(text):  # streamed shards behind a URL: their index.json (selfsup.data.stream)
         return open_stream(text, channels)
-        if shard_paths(path):  # .tar files in it: a folder of shards
+    path = Path(os.path.expanduser(text))
     if path.is_file() and path.suffix.lower() == ".json":  # a shard index: streamed shards
         return open_stream(str(path), channels)
-    kind_splits = open_kind_data(path, label_column, seed, holdout_fraction, max_bad_fraction, log)
-    if kind_splits is not None:  # a table, a folder of point clouds, a graph (selfsup.data.kind_open)
-        return kind_splits
+    if path.is_dir():
+        if shard_paths(path):  # .tar files in it: a folder of shards
             return open_shards(path, channels or 3, max_bad_fraction, seed, holdout_fraction)
         media = open_media_folder(path, max_bad_fraction, seed, holdout_fraction)  # sounds or videos
         if media is not None:
