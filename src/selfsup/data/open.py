@@ -31,7 +31,8 @@ def _unknown(spec: str) -> DataError:
 
 def open_data(spec: str | os.PathLike, channels: int | None = None, max_bad_fraction: float = 0.1, seed: int = 0,
               holdout_fraction: float = 0.2, pixels: str = "auto", stats: str | os.PathLike | None = None,
-              clip_percentiles: tuple[float, float] | None = (1.0, 99.0), log=lambda message: None) -> DataSplits:
+              clip_percentiles: tuple[float, float] | None = (1.0, 99.0), log=lambda message: None,
+              label_column: str | None = None) -> DataSplits:
     """Open ``spec``: a name in :data:`DATASETS`, a folder of images (with ``.txt`` caption sidecars: image-text
     pairs), a folder of ``.tar`` shards or one (:mod:`selfsup.data.shards`), a ``.npz`` file, or an image-text
     manifest (``.csv``, ``.jsonl``, ``.parquet``; :mod:`selfsup.data.captions`).
