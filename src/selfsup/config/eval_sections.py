@@ -78,6 +78,9 @@ class EvalConfig(_Section):
     # The protocols that register as default (kNN, linear); the others cost more and are opt-in.
     protocols: list[str] = Field(default_factory=default_eval_protocols)
     baselines: bool = True
+    # Baseline rows' scores are kept in <runs_dir>/.baselines and reused by later evaluations on the same data,
+    # transform and settings (selfsup.eval.baseline_cache); false recomputes them.
+    cache_baselines: bool = True
     batch_size: int = Field(256, ge=1)
     report: bool = True  # write report.html at the end of the run (also: `selfsup report RUN_DIR`)
 

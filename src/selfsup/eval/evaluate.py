@@ -30,6 +30,7 @@ import torch
 from selfsup.backbones import build_backbone
 from selfsup.backbones.weights import load_weights_into
 from selfsup.config import Config
+from selfsup.eval.baseline_cache import BASELINE_CACHE_DIR
 from selfsup.eval.display import format_table
 from selfsup.eval.protocol import ProtocolSettings, evaluate_backbone
 from selfsup.eval.protocols.dense import with_dense_when_masked
@@ -45,8 +46,11 @@ from selfsup.views.preprocess import Preprocess
 def evaluate_and_record(backbone, splits, out_dir, *, settings: ProtocolSettings, preprocess: Preprocess,
                         data_name: str, run_info: dict, baselines: bool = True, batch_size: int = 256,
                         row: str = "pretrained", log: Callable[[str], None] = log, towers=None,
-                        extra_rows: dict | None = None) -> dict:
+                        extra_rows: dict | None = None, baseline_cache: Path | None = None) -> dict:
     """Run the protocol on ``backbone`` (features cached in ``out_dir/features``), write and print the results.
+
+    ``baseline_cache``: a folder where the baseline rows' scores are reused from and stored
+    (:mod:`selfsup.eval.baseline_cache`; ``<runs_dir>/.baselines``), or None to compute them.
 
     ``towers``: the image-text model around ``backbone`` (zero-shot, image-text retrieval); without it those
     protocols are dropped from what runs and from the record."""
@@ -65,7 +69,8 @@ def evaluate_and_record(backbone, splits, out_dir, *, settings: ProtocolSettings
     settings = with_dense_when_masked(settings, splits, log)  # segmentation data: the dense probe too
     results = evaluate_backbone(backbone, splits, preprocess=preprocess, settings=settings, baselines=baselines,
                                 batch_size=batch_size, device=device, cache_dir=out_dir / "features", log=log, row=row,
-                                towers=towers, extra_rows=extra_rows)
+                                towers=towers, extra_rows=extra_rows,
+                                baseline_cache=baseline_cache)
     payload = {
         "protocol": {**settings.record(), "image_size": preprocess.image_size},
         "data": {"source": str(data_name), "train_images": len(splits.train), "test_images": len(splits.test),
@@ -103,7 +108,8 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, splits=None, cfg:
     payload = evaluate_and_record(
         backbone, splits, run_dir, settings=ProtocolSettings.from_eval_config(cfg.eval, cfg.seed),
         preprocess=preprocess, data_name=data or cfg.data.source, run_info=run_info, baselines=cfg.eval.baselines,
-        batch_size=cfg.eval.batch_size, towers=towers, extra_rows=extra_rows)
+        batch_size=cfg.eval.batch_size, towers=towers, extra_rows=extra_rows,
+        baseline_cache=run_dir.parent / BASELINE_CACHE_DIR if cfg.eval.cache_baselines else None)
     scores = payload["results"]
     if extra_rows and "knn_top1@20" in scores.get("start", {}):
         before, after = scores["start"]["knn_top1@20"], scores["pretrained"]["knn_top1@20"]
@@ -190,6 +196,8 @@ def evaluate_any_backbone(backbone: str, data: str, *, weights=None, out_dir=Non
     settings = ProtocolSettings.from_eval_config(cfg.eval, cfg.seed)
     log(f"evaluating {name} ({'trained weights' if trained else 'random init'}) on {data} at {size}x{size}, "
         f"protocols {', '.join(settings.protocols)}; results in {out_dir}")
+    cache = Path(cfg.runs_dir) / BASELINE_CACHE_DIR if cfg.eval.cache_baselines else None
     return evaluate_and_record(model, splits, out_dir, settings=settings, preprocess=preprocess, data_name=data,
                                run_info=run_info, baselines=cfg.eval.baselines, batch_size=cfg.eval.batch_size,
-                               row="pretrained" if trained else "random_init", log=log, towers=towers)
+                               row="pretrained" if trained else "random_init", log=log, towers=towers,
+                               baseline_cache=cache)

@@ -21,6 +21,7 @@ from typing import Callable, Mapping
 import torch
 
 from selfsup.backbones import backbone_from_spec
+from selfsup.eval.baseline_cache import baseline_key, load_baseline, save_baseline
 from selfsup.eval.display import ROWS
 from selfsup.eval.features import extract_features, raw_pixel_features
 from selfsup.backbones.towers import towers_from_spec
@@ -80,6 +81,11 @@ class ProtocolSettings:
         added = tuple(name for name, protocol in PROTOCOLS.items()
                       if protocol.inputs == "image_text" and name not in self.protocols)
         return ProtocolSettings(protocols=self.protocols + added, seed=self.seed, options=self.options)
+
+    def fingerprint(self) -> dict:
+        """Every setting of every protocol that runs (all keys, not only those ``record`` states) and the seed."""
+        return {"protocols": {name: self.of(name).model_dump(mode="json") for name in self.protocols},
+                "seed": self.seed}
 
     def record(self) -> dict:
         """What results.json stores under ``protocol``: one entry per protocol that ran, with its settings."""
@@ -144,7 +150,8 @@ def _features_of(model, source, preprocess: Preprocess, extract: dict):
 
 def evaluate_backbone(backbone, splits, *, preprocess: Preprocess, settings: ProtocolSettings | None = None,
                       baselines: bool = True, batch_size: int = 256, device="cpu", cache_dir=None, log: Log = print,
-                      row: str = "pretrained", towers=None, extra_rows: dict | None = None) -> dict:
+                      row: str = "pretrained", towers=None, extra_rows: dict | None = None,
+                      baseline_cache=None) -> dict:
     """Scores of ``backbone`` (and the baselines) trained on ``splits.train`` labels, tested on ``splits.test``.
 
     ``row`` names the backbone's row; with ``row="random_init"`` (an untrained backbone) the random-init
@@ -153,7 +160,9 @@ def evaluate_backbone(backbone, splits, *, preprocess: Preprocess, settings: Pro
     gets only the metrics of the protocols that apply to it (no ``finetune`` on raw pixels). With ``towers``
     (an image-text model whose image tower is ``backbone``) the image-text protocols run on its row and on a
     random-init copy of it. ``extra_rows`` ({row: backbone}) are scored beside it, e.g. the backbone a run
-    started from (``start``).
+    started from (``start``). With ``baseline_cache`` (a folder) the baseline rows' scores are read from it when
+    an earlier evaluation stored them for the same data, transform, settings and weights
+    (:mod:`selfsup.eval.baseline_cache`), and stored there otherwise.
     """
     if splits.test is None or splits.train.labels is None:
         raise ValueError("evaluation needs labels: a labelled held-out split (class sub-folders, npz labels, or an "
@@ -171,6 +180,15 @@ def evaluate_backbone(backbone, splits, *, preprocess: Preprocess, settings: Pro
     results = {}
     for name, (model, row_towers) in candidates.items():
         log(f"evaluating {ROWS.get(name, name)}{' features' if model is not None else ''} ...")
+        key = None
+        if baseline_cache is not None and name in ("random_init", "raw_pixels"):
+            key = baseline_key(name, model, row_towers, splits, preprocess, settings.fingerprint(), device)
+            stored = load_baseline(baseline_cache, key)
+            if stored is not None:
+                log(f"  scores of an earlier evaluation on the same data and settings: {baseline_cache}/{key[:12]}... "
+                    "(eval.cache_baselines=false recomputes them)")
+                results[name] = stored
+                continue
         scores = {}
         if needs_features:
             start = time.perf_counter()
@@ -185,4 +203,6 @@ def evaluate_backbone(backbone, splits, *, preprocess: Preprocess, settings: Pro
             task = ImageTextTask(row_towers, splits, preprocess, device, batch_size)
             scores.update(score_image_text(task, settings=settings, log=log))
         results[name] = scores
+        if key is not None:
+            save_baseline(baseline_cache, key, name, scores)
     return results
