@@ -84,8 +84,9 @@ def test_every_method_has_a_recipe_that_validates(name):
     for recipe in recipes:
         cfg = build_config(recipe)
         validate_method_options(cfg.method, cfg.method_options)
-        # trains on the embedded data without edits (image-text methods: the captioned digits; mae-3d: volumes)
-        assert cfg.data.source in ("digits", "digits-captions", "volumes",
+        # trains on the embedded data without edits (image-text methods: the captioned digits; mae-3d: volumes;
+        # tjepa, point-mae, graphmae: an embedded table, point-shapes, graph-sbm)
+        assert cfg.data.source in ("digits", "digits-captions", "volumes", "table-wine", "point-shapes", "graph-sbm",
                                    "moving-digits", "sounds")  # videos and sounds (selfsup.data.moving_digits, .sounds)
 
 

@@ -56,6 +56,16 @@ VIDEO = register_field_kind("video", "C x T x H x W uint8 tensor: the frames of 
                             "every frame (selfsup.views.video), tube masks, video encoders (vit_video_micro_cpu, "
                             "resnet3d_video)")
 
+TABLE = register_field_kind("table", "2 x F float tensor: encoded column values (standardised numbers, category "
+                            "indices) and 1 where a value is present", "a row of a table (CSV, parquet): feature "
+                            "masking, noise and swap views, feature-token transformers, T-JEPA")
+POINTS = register_field_kind("points", "N x 3 float tensor (N varies between clouds)",
+                             "a point cloud (.npy, .ply, .xyz): rotation, scaling, jitter and dropout views, point "
+                             "patches (farthest point sampling + kNN), Point-MAE")
+GRAPH = register_field_kind("graph", "selfsup.data.graphs.Graph: node features (V x D), edges (2 x E), optional "
+                            "root node", "a small graph or a node's neighbourhood: feature masking, edge dropping and "
+                            "subgraph views, GIN / GCN encoders, GraphMAE")
+
 #: What every image source yields.
 IMAGE_FIELDS = {"image": IMAGE.name, "label": LABEL.name}
 #: What a volume source yields (selfsup.data.volumes): the field keeps the name "image", so that every source
@@ -65,6 +75,10 @@ VOLUME_FIELDS = {"image": VOLUME.name, "label": LABEL.name}
 #: name "image" as volumes do.
 AUDIO_FIELDS = {"image": AUDIO.name, "label": LABEL.name}
 VIDEO_FIELDS = {"image": VIDEO.name, "label": LABEL.name}
+#: What table, point-cloud and graph sources yield (the field keeps the name "image", as volumes do).
+TABLE_FIELDS = {"image": TABLE.name, "label": LABEL.name}
+POINTS_FIELDS = {"image": POINTS.name, "label": LABEL.name}
+GRAPH_FIELDS = {"image": GRAPH.name, "label": LABEL.name}
 #: What an image-text source yields (a source with captions).
 IMAGE_TEXT_FIELDS = {"image": IMAGE.name, "text": TEXT.name, "label": LABEL.name}
 

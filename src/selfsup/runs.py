@@ -32,11 +32,12 @@ from selfsup.config import Config, ConfigError, load_config
 from selfsup.cpu import cpu_flags, cpu_model
 from selfsup.data import DataSplits, channel_stats, open_data
 from selfsup.data.volumes import volume_slices
-from selfsup.methods import Method, build_method
+from selfsup.methods import METHODS, Method, build_method
 from selfsup.views.preprocess import Preprocess
 from selfsup.data.pixels import check_channel_kind
 from selfsup.fields import IMAGE, VOLUME
 from selfsup.views.dataset import viewed_field
+from selfsup.views.kinds import KIND_PIPELINES, adapt_views
 from selfsup.views.spec import overhead_views, without_flips
 
 CONFIG_FILE = "config.yaml"
@@ -108,7 +109,7 @@ def open_run_data(cfg: Config, data: str | None = None, channels: int | None = N
     splits = open_data(data or cfg.data.source, channels=channels or cfg.data.channels,
                        max_bad_fraction=cfg.data.max_bad_fraction, seed=cfg.seed,
                        holdout_fraction=cfg.data.holdout_fraction, pixels=cfg.data.pixels, stats=cfg.data.stats,
-                       clip_percentiles=cfg.data.clip_percentiles, log=log)
+                       clip_percentiles=cfg.data.clip_percentiles, log=log, label_column=cfg.data.label_column)
     if cfg.data.slices:
         try:
             splits = volume_slices(splits)
@@ -147,26 +148,42 @@ def _backbones_for(kind: str) -> list[str]:
     return names or ["any registered 2-D backbone"]
 
 
+def _factory_kind(name: str) -> str:
+    """The field kind a registered backbone encodes, read from its factory (images for timm / open_clip names)."""
+    return getattr(BACKBONES.get(name), "field_kind", IMAGE.name) if name in BACKBONES else IMAGE.name
+
+
 def build_run_method(cfg: Config, train_source) -> Method:
     """The seeded backbone and method of a run, checked against its data, as ``train`` and ``bench`` build them.
 
     ``data.hflip`` (None: the data's own ``flips_preserve_labels``, True when it does not say) turns horizontal
     flips off in every view of the method."""
     seed_everything(cfg.seed)
-    backbone = build_backbone(cfg.backbone.name, train_source.channels, **cfg.backbone.options)
+    data_kind = viewed_field(train_source)[1]
+    method_kind = METHODS.get(cfg.method).field_kind
+    if method_kind != IMAGE.name and method_kind != data_kind:
+        hint = KIND_PIPELINES.get(method_kind).data_hint if method_kind in KIND_PIPELINES else f"{method_kind} data"
+        raise ConfigError(f"config key 'method': {cfg.method} trains on {method_kind} data, but {train_source.name} "
+                          f"holds {data_kind}s: give data.source {hint}")
+    # Encoders of tables / graphs take their input layout from the data (columns, node features); the spec keeps it.
+    data_options = getattr(train_source, "encoder_options", {}) if _factory_kind(cfg.backbone.name) == data_kind else {}
+    backbone = build_backbone(cfg.backbone.name, train_source.channels, **{**data_options, **cfg.backbone.options})
     if cfg.backbone.weights:
         try:
             load_weights_into(backbone, cfg.backbone.weights, log, cfg.backbone.carry, cfg.backbone.rgb_bands)
         except (ValueError, FileNotFoundError) as error:
             raise ConfigError(f"config key 'backbone.weights': {error}") from None
         log(f"backbone initialised from {cfg.backbone.weights}")
-    data_kind = viewed_field(train_source)[1]
     if getattr(backbone, "field_kind", IMAGE.name) != data_kind:
         raise ConfigError(f"config key 'backbone.name': {cfg.backbone.name} encodes "
                           f"{getattr(backbone, 'field_kind', IMAGE.name)}s, but {train_source.name} holds "
                           f"{data_kind}s: use a {data_kind} backbone ({', '.join(_backbones_for(data_kind))})"
                           + (", or data.slices=true for a 2-D backbone" if data_kind == VOLUME.name else ""))
     method = build_method(cfg.method, backbone, cfg.method_options)
+    try:  # image crops of a joint-embedding method become the kind's own views (tables, point clouds)
+        method.views = adapt_views(method.views, data_kind)
+    except ValueError as error:
+        raise ConfigError(f"config key 'method': {error}") from None
     if method.needs_labels and train_source.labels is None:
         raise ConfigError(f"config key 'method': '{cfg.method}' is supervised and needs labels, but "
                           f"{cfg.data.source} has none: use class sub-folders or an npz with labels, or a "

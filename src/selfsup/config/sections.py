@@ -50,6 +50,9 @@ class DataConfig(_Section):
         if value is not None and not 0.0 <= value[0] < value[1] <= 100.0:
             raise ValueError(f"must be two percentiles low < high within 0..100 (e.g. [1, 99]), not {list(value)}")
         return value
+    # Tables (.csv / .parquet without an image column, selfsup.data.tables): the column holding the labels; None:
+    # a column named label, target or class, else unlabelled.
+    label_column: str | None = None
     max_bad_fraction: float = Field(0.1, ge=0.0, le=1.0)
     holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     num_workers: int = Field(2, ge=0)

@@ -10,6 +10,7 @@ from selfsup.data.arrays import open_npz
 from selfsup.data.captions import MANIFEST_SUFFIXES, open_manifest
 from selfsup.data.folder import IMAGE_EXTENSIONS, open_folder
 from selfsup.data.media import open_media_folder
+from selfsup.data.kind_open import open_kind_data
 from selfsup.data.shards import SHARD_SUFFIX, open_shards, shard_paths
 from selfsup.data.sources import DATASETS, DataError, DataSplits
 from selfsup.data.stats import window_raw_splits
@@ -67,6 +68,9 @@ def open_data(spec: str | os.PathLike, channels: int | None = None, max_bad_frac
     path = Path(os.path.expanduser(text))
     if path.is_file() and path.suffix.lower() == ".json":  # a shard index: streamed shards
         return open_stream(str(path), channels)
+    kind_splits = open_kind_data(path, label_column, seed, holdout_fraction, max_bad_fraction, log)
+    if kind_splits is not None:  # a table, a folder of point clouds, a graph (selfsup.data.kind_open)
+        return kind_splits
     if path.is_dir():
         if shard_paths(path):  # .tar files in it: a folder of shards
             return open_shards(path, channels or 3, max_bad_fraction, seed, holdout_fraction)

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from selfsup.backbones.base import pooled_features
 from selfsup.files import atomic_path
+from selfsup.views.kinds import pipeline_of
 from selfsup.views.preprocess import eval_transform
 
 __all__ = ["extract_features", "raw_pixel_features", "eval_transform", "feature_cache_key"]
@@ -38,12 +39,15 @@ class _EvalDataset(Dataset):
     def __init__(self, source, image_size: int, mean, std):
         self.source, self.image_size = source, int(image_size)
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        self.pipeline = pipeline_of(source)  # tables, point clouds, graphs: their own transform and collate
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, i: int) -> torch.Tensor:
         try:
+            if self.pipeline is not None:
+                return self.pipeline.eval_input(self.source.get_image(i))
             return eval_transform(self.source.get_image(i), self.image_size, self.mean, self.std)
         except (ValueError, TypeError) as exc:
             raise type(exc)(f"image {i} of {type(self.source).__name__}: {exc}") from exc
@@ -155,9 +159,11 @@ def extract_features(
         backbone.eval()
         if home != device:
             backbone.to(device)
+        dataset = _EvalDataset(source, image_size, mean, std)
         loader = DataLoader(
-            _EvalDataset(source, image_size, mean, std), batch_size=batch_size, shuffle=False,
+            dataset, batch_size=batch_size, shuffle=False,
             num_workers=num_workers, pin_memory=device.type == "cuda", drop_last=False,
+            collate_fn=dataset.pipeline.collate if dataset.pipeline is not None else None,
         )
         start = 0
         for images in loader:
@@ -186,7 +192,8 @@ def raw_pixel_features(source, *, image_size: int, mean, std) -> tuple[torch.Ten
     n = len(dataset)
     features = None
     for i in range(n):
-        row = dataset[i].reshape(-1)
+        row = dataset[i].reshape(-1) if dataset.pipeline is None else \
+            dataset.pipeline.raw_features(dataset.source.get_image(i)).reshape(-1)
         if features is None:  # the width follows the field kind: images and volumes differ
             features = torch.empty(n, row.numel(), dtype=torch.float32)
         features[i] = row

@@ -56,6 +56,9 @@ class Method(nn.Module):
     sync_batchnorm: ClassVar[bool] = False
     #: the method works only on a backbone with token access (ViTBackbone): masked and predictive methods
     needs_vit: ClassVar[bool] = False
+    #: the field kind its views are made for (selfsup.fields): "image" for methods written with image crops (which
+    #: other kinds adapt, selfsup.views.kinds.adapt_views); "table", "points", "graph" for T-JEPA, Point-MAE, GraphMAE
+    field_kind: ClassVar[str] = "image"
 
     views: ViewSpec
     backbone: nn.Module

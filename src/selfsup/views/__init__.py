@@ -6,6 +6,7 @@ from selfsup.views.device import DeviceViews
 from selfsup.views.masks import (MASK_STRATEGIES, BlockMask, CubeMask, MaskStrategy, MultiBlockMask, RandomMask,
                                  TubeMask, build_mask_strategy)
 from selfsup.views.spec import CropSpec, MaskSpec, TextSpec, ViewSpec
+from selfsup.views import graph, points, table  # noqa: F401  (register the pipelines of their field kinds, views/kinds.py)
 
 __all__ = ["MASK_STRATEGIES", "VIEW_OPS", "BlockMask", "CropSpec", "CubeMask", "TubeMask", "DeviceViews", "MaskSpec", "MaskStrategy", "MultiBlockMask",
            "RandomMask", "TextSpec", "ViewParams", "ViewSpec", "apply_photometric", "build_mask_strategy", "draw_view_params",

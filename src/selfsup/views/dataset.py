@@ -25,6 +25,8 @@ from selfsup.views.text import choose_caption, require_text_extra, tokenize
 from selfsup.views.audio import make_audio_view
 from selfsup.views.video import make_video_view
 from selfsup.views.volume import make_volume_view
+from selfsup.views import graph, points, table  # noqa: F401  (register their kinds' pipelines)
+from selfsup.views.kinds import KIND_PIPELINES
 
 
 #: View operations per field kind (selfsup.fields): ``(value, crop, size, generator, channel_kind) -> (view,
@@ -33,6 +35,8 @@ from selfsup.views.volume import make_volume_view
 FIELD_VIEWS: Registry = Registry("view operation", key="source.fields", plural="view operations (by field kind)")
 FIELD_VIEWS.add(IMAGE.name, make_view)
 FIELD_VIEWS.add(VOLUME.name, make_volume_view)
+for _kind, _pipeline in KIND_PIPELINES.items():  # tables, point clouds, graphs: finished views (views/kinds.py)
+    FIELD_VIEWS.add(_kind, _pipeline.make_view)
 FIELD_VIEWS.add(AUDIO.name, make_audio_view)  # log-mel views of waveforms (selfsup.views.audio)
 FIELD_VIEWS.add(VIDEO.name, make_video_view)  # clips, one spatial augmentation per clip (selfsup.views.video)
 
@@ -85,6 +89,7 @@ class ViewDataset(Dataset):
         self.augment = augment
         self.epoch = 0
         self.make_view = FIELD_VIEWS.get(viewed_field(source)[1])
+        self.field_kind = viewed_field(source)[1]
         self.kind = channel_kind_of(source)
         if views.masks is not None:
             check_mask_spec(views.masks, views.view_sizes(image_size))
@@ -133,6 +138,8 @@ class ViewDataset(Dataset):
         else:
             sample = {"views": views, "params": params}
         sample.update(index=index, label=label)
+        if self.field_kind in KIND_PIPELINES:  # its collate makes the batch (selfsup.views.kinds)
+            sample["field_kind"] = self.field_kind
         if self.views.boxes:
             sample["boxes"] = torch.tensor(boxes, dtype=torch.float32)  # (views, NUM_GEOMETRY)
         if self.views.masks is not None:  # own generator per view (seed, epoch, index, view): crops unchanged
@@ -158,6 +165,9 @@ class ViewCollate:
         if "image" in samples[0]:  # device mode
             batch = {"images": torch.stack([s["image"] for s in samples]),
                      "view_params": torch.stack([s["view_params"] for s in samples])}
+        elif "field_kind" in samples[0]:  # tables, point clouds, graphs: finished views, the kind's collate
+            collate = KIND_PIPELINES.get(samples[0]["field_kind"]).collate
+            batch = {"views": [collate([s["views"][v] for s in samples]) for v in range(len(samples[0]["views"]))]}
         else:
             views = []
             for v in range(len(samples[0]["views"])):
