@@ -8,8 +8,8 @@ the class with the largest total weight wins.
 The similarity matrix is never materialised. Queries are processed ``query_chunk`` at a time, and for each
 query chunk the training bank is scanned ``train_chunk`` rows at a time while a running top-``max(ks)`` list
 is merged with the best candidates of each bank chunk. Beyond the inputs, memory is therefore
-``O(query_chunk * train_chunk + query_chunk * max(ks))`` (plus one normalised copy of a bank chunk),
-whatever the sizes of the bank and the query set: in practice a few times ``query_chunk * train_chunk * 4``
+``O(query_chunk * train_chunk + query_chunk * max(ks))`` plus one L2-normalised copy of the bank, made once
+(of one bank chunk at a time for banks over :data:`PRENORMALIZE_BYTES`), whatever the number of queries: in practice a few times ``query_chunk * train_chunk * 4``
 bytes, i.e. some hundreds of MB with the defaults; lower the chunk sizes to use less. Once a query's running
 list is full, a bank chunk only contributes the entries strictly above its current k-th similarity, which is
 usually far cheaper than a top-k over the chunk.
@@ -37,6 +37,9 @@ from selfsup.eval.tensors import as_tensor
 
 __all__ = ["knn_classify", "knn_accuracy"]
 
+#: Up to this size (4 GiB), the L2-normalised bank is made once per call rather than once per query chunk.
+PRENORMALIZE_BYTES = 4 << 30
+
 
 def _check_ks(ks: Iterable[int] | int) -> tuple[int, ...]:
     if isinstance(ks, int):
@@ -56,10 +59,15 @@ def _topk_low_index_ties(sims: torch.Tensor, k: int) -> tuple[torch.Tensor, torc
     Where several entries equal the k-th largest value and not all of them fit, the ones with the smallest
     column index are kept, so that the selected *set* is fully determined by the values.
     """
-    vals, idx = sims.topk(k, dim=1, largest=True, sorted=False)
-    kth = vals.min(dim=1, keepdim=True).values
-    # Rows where more than k entries reach the k-th value: topk may have kept an arbitrary subset of the ties.
-    ambiguous = ((sims >= kth).sum(dim=1) > k).nonzero().squeeze(1)
+    if k >= sims.shape[1]:  # every entry is selected: no tie can be cut
+        return sims.topk(k, dim=1, largest=True, sorted=False)
+    # One more than needed, sorted (k + 1 values per row: cheap next to the pass over the row), so that a row
+    # where more than k entries reach the k-th value shows as a (k+1)-th value equal to it, without another pass
+    # over the whole row; topk may then have kept an arbitrary subset of the ties.
+    vals, idx = sims.topk(k + 1, dim=1, largest=True, sorted=True)
+    kth = vals[:, k - 1:k]
+    ambiguous = (vals[:, k] == vals[:, k - 1]).nonzero().squeeze(1)
+    vals, idx = vals[:, :k].contiguous(), idx[:, :k].contiguous()
     group = 128  # bounds the temporary masks below to 128 x train_chunk
     for start in range(0, ambiguous.numel(), group):
         rows = ambiguous[start:start + group]
@@ -72,6 +80,19 @@ def _topk_low_index_ties(sims: torch.Tensor, k: int) -> tuple[torch.Tensor, torc
         idx[rows] = cols
         vals[rows] = s.gather(1, cols)
     return vals, idx
+
+
+def _all_finite(x: torch.Tensor) -> bool:
+    """No NaN or infinity in ``x``: two reductions (max and min propagate NaN), no mask as large as ``x``."""
+    return x.numel() == 0 or bool(torch.isfinite(torch.stack([x.amax(), x.amin()])).all())
+
+
+def _normalized_bank(train_features: torch.Tensor, t0: int, t1: int, device, check: bool = True) -> torch.Tensor:
+    """Rows ``t0:t1`` of the bank on ``device``, float32, L2-normalised (checked finite when ``check``)."""
+    bank = train_features[t0:t1].to(device=device, dtype=torch.float32)
+    if check and not _all_finite(bank):
+        raise ValueError(f"train_features[{t0}:{t1}] contains NaN or infinite values")
+    return F.normalize(bank, dim=1)
 
 
 def _sort_candidates(vals: torch.Tensor, idx: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,7 +112,7 @@ def _merge_chunk(sims: torch.Tensor, offset: int, best_vals: torch.Tensor, best_
         # equal to it comes later in the bank than every current holder, so it loses the tie. Usually few
         # entries pass, which is much cheaper than a top-k over the whole chunk.
         passes = sims > best_vals[:, -1:]
-        total = int(passes.sum())
+        total = int(torch.count_nonzero(passes))  # a bool sum() would first copy the mask to int64
         if total == 0:
             return best_vals, best_idx
         if total <= n * k:
@@ -182,20 +203,27 @@ def knn_classify(
         snapshot_at.setdefault(keff, []).append(k)
     preds = {k: torch.empty(n_test, dtype=torch.long) for k in ks}
 
+    # The bank is normalised once for all query chunks (one float32 copy of it on ``device``) unless that copy
+    # would pass PRENORMALIZE_BYTES; then each bank chunk is normalised anew for every query chunk.
+    whole = None
+    if n_train * dim * 4 <= PRENORMALIZE_BYTES:
+        whole = torch.empty((n_train, dim), dtype=torch.float32, device=device)
+        for t0 in range(0, n_train, train_chunk):
+            whole[t0:t0 + train_chunk] = _normalized_bank(train_features, t0, min(t0 + train_chunk, n_train), device)
     for q0 in range(0, n_test, query_chunk):
         q1 = min(q0 + query_chunk, n_test)
         queries = test_features[q0:q1].to(device=device, dtype=torch.float32)
-        if not bool(torch.isfinite(queries).all()):
+        if not _all_finite(queries):
             raise ValueError(f"test_features[{q0}:{q1}] contains NaN or infinite values")
         queries = F.normalize(queries, dim=1)
         best_vals = queries.new_empty((q1 - q0, 0))
         best_idx = torch.empty((q1 - q0, 0), dtype=torch.long, device=device)
         for t0 in range(0, n_train, train_chunk):
             t1 = min(t0 + train_chunk, n_train)
-            bank = train_features[t0:t1].to(device=device, dtype=torch.float32)
-            if q0 == 0 and not bool(torch.isfinite(bank).all()):
-                raise ValueError(f"train_features[{t0}:{t1}] contains NaN or infinite values")
-            bank = F.normalize(bank, dim=1)
+            if whole is not None:
+                bank = whole[t0:t1]
+            else:
+                bank = _normalized_bank(train_features, t0, t1, device, check=q0 == 0)
             sims = queries @ bank.T
             del bank
             best_vals, best_idx = _merge_chunk(sims, t0, best_vals, best_idx, kmax)
