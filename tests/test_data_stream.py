@@ -93,7 +93,7 @@ def test_data_shard_writes_shards_with_an_index(shard_set, tmp_path, capsys):
 def test_streamed_source_reads_local_and_url_alike(shard_set):
     local = open_data(shard_set / "index.json").train
     url = open_data(f"file://{shard_set}/index.json").train
-    assert isinstance(local, StreamedShards) and local.locations is not None and url.locations is None
+    assert isinstance(local, StreamedShards) and local.local and not url.local
     assert len(local) == len(url) == 100 and open_data(shard_set / "index.json").test is None
     for i in (0, 5, 3, 11, 12, 99, 40, 2):  # forward, back (reopens), across shards
         assert torch.equal(local.get_image(i), url.get_image(i)), i

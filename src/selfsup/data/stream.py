@@ -10,8 +10,10 @@ shard's keys that have an image.
 
 Two readers, the same samples:
 
-- local shards are read by random access: a scan of the tar headers (no image is decoded) gives each image
-  member's offset; the counts are checked against the index;
+- local shards are read by random access: a scan of a shard's tar headers (no image is decoded), made by a
+  worker the first time it reads from that shard and kept for the last few shards, gives each image member's
+  offset, and is checked against the index's count (the first and last shards are checked at open); so memory
+  does not grow with the number of images;
 - URLs are streamed (fsspec, the ``stream`` extra): a worker keeps a cursor per open shard that reads forward,
   holding the samples read ahead of the one asked for (at most the shuffle buffer, plus after a resume in the
   middle of a shard the ones before the resume point); a sample behind the cursor reopens the shard.
@@ -41,6 +43,7 @@ from selfsup.files import write_json_atomic
 INDEX_FORMAT = "selfsup-shards"
 INDEX_NAME = "index.json"
 _OPEN_CURSORS = 2  # per process: the shard being read, and one more (a fallback sample, a stream's next shard)
+_SCANNED_SHARDS = 8  # per process: member offsets of the local shards read last
 
 
 def is_url(spec: str) -> bool:
@@ -172,11 +175,13 @@ class StreamedShards(CaptionedSource):
     """Images in the shards of a :class:`ShardIndex`; local shards by random access, URLs through cursors."""
 
     def __init__(self, index: ShardIndex, channels: int = 3, name: str | None = None,
-                 locations: tuple[np.ndarray, np.ndarray] | None = None):
+                 shard_stats: np.ndarray | None = None):
         self.index, self.channels = index, int(channels)
         self.counts, self.urls = index.counts, index.urls()
         self.offsets = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
-        self.locations = locations  # (member offsets, sizes) per global index: local shards
+        self.local = shard_stats is not None  # local shards: (size, mtime_ns) of each at open; random access
+        self.shard_stats = shard_stats
+        self._scanned: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self.name = name or posixpath.basename(index.base.rstrip("/")) or "shards"
         self.labels = self.classes = None
         self.bad_files: list[tuple[str, str]] = []
@@ -189,16 +194,32 @@ class StreamedShards(CaptionedSource):
         return int(self.counts.sum())
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_cursors": OrderedDict()}  # open files stay in the process that opened them
+        # Open files and scans stay in the process that made them.
+        return {**self.__dict__, "_cursors": OrderedDict(), "_scanned": OrderedDict()}
 
     def locate(self, index: int) -> tuple[int, int]:
         """(shard, position in the shard) of global index ``index``."""
         shard = int(np.searchsorted(self.offsets, index, side="right")) - 1
         return shard, int(index - self.offsets[shard])
 
-    def _read(self, shard: int, position: int, index: int) -> bytes:
-        if self.locations is not None:
-            return _read_member(self.urls[shard], int(self.locations[0][index]), int(self.locations[1][index]))
+    def members(self, shard: int) -> tuple[np.ndarray, np.ndarray]:
+        """Offsets and sizes of a local shard's image members (scanned once, kept for the last few shards)."""
+        if shard in self._scanned:
+            self._scanned.move_to_end(shard)
+            return self._scanned[shard]
+        offsets, sizes = scan_local(self.urls[shard])
+        if len(offsets) != self.counts[shard]:
+            raise DataError(f"{self.urls[shard]}: the index says {self.counts[shard]} samples, the shard holds "
+                            f"{len(offsets)}; write the index again (selfsup data shard) or restore the shard")
+        self._scanned[shard] = offsets, sizes
+        while len(self._scanned) > _SCANNED_SHARDS:
+            self._scanned.popitem(last=False)
+        return offsets, sizes
+
+    def _read(self, shard: int, position: int) -> bytes:
+        if self.local:
+            offsets, sizes = self.members(shard)
+            return _read_member(self.urls[shard], int(offsets[position]), int(sizes[position]))
         cursor = self._cursors.pop(shard, None)
         data = cursor.get(position) if cursor is not None else None
         if data is None:  # not open, or already past the sample: read the shard again from its start
@@ -217,7 +238,7 @@ class StreamedShards(CaptionedSource):
         index %= len(self)
         shard, position = self.locate(index)
         try:
-            return decode_image(self._read(shard, position, index), self.channels)
+            return decode_image(self._read(shard, position), self.channels)
         except (OSError, tarfile.TarError, StopIteration) as e:
             error = DecodeError(f"cannot read sample {position} of the shard: {e}")
         except DecodeError as e:
@@ -226,9 +247,9 @@ class StreamedShards(CaptionedSource):
         raise error
 
     def fingerprint(self) -> str:
-        """Hash of the shard names and counts (and, local, the member offsets) and channels."""
+        """Hash of the shard names and counts (and, local, their sizes and mtimes at open) and channels."""
         if self._fingerprint is None:
-            where = () if self.locations is None else self.locations
+            where = () if self.shard_stats is None else (self.shard_stats,)
             self._fingerprint = _hash(b"stream", str(self.channels), "\n".join(self.index.names), self.counts, *where)
         return self._fingerprint
 
@@ -240,20 +261,23 @@ def open_stream(spec: str, channels: int | None = None) -> DataSplits:
     """Open the shards of an index (local or URL) as training data (:class:`StreamedShards`, no test split)."""
     index = read_index(spec)
     channels = channels or index.channels
-    locations = None
-    if not is_url(index.base):
-        parts = []
-        for url, count in zip(index.urls(), index.counts):
-            try:
-                offsets, sizes = scan_local(url)
-            except (OSError, tarfile.TarError) as e:
-                raise DataError(f"{url}: cannot read the shard ({e}); rewrite it or the index") from None
-            if len(offsets) != count:
-                raise DataError(f"{url}: the index says {count} samples, the shard holds {len(offsets)}; write the "
-                                "index again (selfsup data shard) or restore the shard")
-            parts.append((offsets, sizes))
-        locations = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
-    return DataSplits(train=StreamedShards(index, channels, locations=locations))
+    if is_url(index.base):
+        return DataSplits(train=StreamedShards(index, channels))
+    stats = []
+    for url in index.urls():
+        try:
+            stat = os.stat(url)
+        except OSError as e:
+            raise DataError(f"{url}: shard of the index {spec} not found ({e.strerror}); restore it or write the "
+                            "index again (selfsup data shard)") from None
+        stats.append((stat.st_size, stat.st_mtime_ns))
+    source = StreamedShards(index, channels, shard_stats=np.array(stats, np.int64))
+    for shard in sorted({0, len(index.names) - 1}):  # a wrong index shows at start; the others when read
+        try:
+            source.members(shard)
+        except (OSError, tarfile.TarError) as e:
+            raise DataError(f"{source.urls[shard]}: cannot read the shard ({e}); rewrite it or the index") from None
+    return DataSplits(train=source)
 
 
 def is_streamed(source) -> bool:
