@@ -29,7 +29,7 @@ import torch
 
 from selfsup.data.badfiles import check_bad_fraction
 from selfsup.data.sources import DataError, DataSplits, _hash
-from selfsup.data.splits import random_holdout, stratified_holdout
+from selfsup.data.splits import stratified_holdout
 from selfsup.fields import TABLE_FIELDS
 
 TABLE_SUFFIXES = (".csv", ".parquet")
@@ -219,11 +219,9 @@ def table_splits(names: list[str], rows: list[list], labels: list | None, *, nam
     label_ids, classes = (None, None)
     if labels is not None:
         label_ids, classes = _labels(list(labels) + list(test_labels or []))
-    if test_rows is None:
-        if label_ids is not None:
-            keep, held = stratified_holdout(label_ids, holdout_fraction, seed)
-        else:
-            keep, held = random_holdout(len(rows), holdout_fraction, seed)
+    if test_rows is None:  # unlabelled rows all train: there is nothing to evaluate on a held-out split
+        keep, held = stratified_holdout(label_ids, holdout_fraction, seed) if label_ids is not None else \
+            (np.arange(len(rows)), np.zeros(0, dtype=np.int64))
         test_rows = [rows[i] for i in held]
         rows = [rows[i] for i in keep]
         train_ids, test_ids = (None, None) if label_ids is None else (label_ids[keep], label_ids[held])

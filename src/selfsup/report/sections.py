@@ -13,6 +13,7 @@ from selfsup.report.attention import class_token_attention
 from selfsup.report.data_section import data_section
 from selfsup.report.context import MAX_MAP_POINTS, NotAvailable, RunContext, finite, query_positions
 from selfsup.report.html import table
+from selfsup.report.kind_data import kind_data, not_for_other_kinds
 from selfsup.report.image_text import image_text_retrieval, zero_shot_classification
 from selfsup.report.images import center_square, file_data_uri, heatmap_overlay, img_tag
 from selfsup.report.projection import project_2d
@@ -144,6 +145,7 @@ def _label_name(ctx: RunContext, label) -> str:
 
 def retrieval_grid(ctx: RunContext, queries: int = 6, top: int = 5) -> str:
     """A few test queries and their ``top`` nearest training images by cosine similarity."""
+    not_for_other_kinds(ctx, "retrieved images")
     split, query_source = ctx.query_split()
     q_features, q_labels, q_indices = ctx.features(split)
     db_features, db_labels, db_indices = ctx.features("train")
@@ -205,6 +207,7 @@ def _visible_patches(masks: dict, sample: int, position: int | None, num_patches
 def augmented_views(ctx: RunContext, samples: int = 4) -> str:
     """The first training samples of epoch 0 through the method's own ViewSpec (views are seeded by run seed,
     epoch and sample index, so these are exactly the views the method trained on at its first step)."""
+    not_for_other_kinds(ctx, "augmented views")
     cfg = ctx.config
     mean, std = ctx.normalization
     train = ctx.splits.train
@@ -301,6 +304,7 @@ SectionBuilder = Callable[[RunContext], str]
 SECTIONS: list[tuple[str, str, SectionBuilder]] = [
     ("overview", "Run", overview),
     ("data", "Data: skipped files, bands and pixel window", data_section),
+    ("kind-data", "What the data looks like (tables, point clouds, graphs)", kind_data),
     ("training", "Loss and learning rate", training_curves),
     ("monitors", "Online probe and collapse monitor", monitor_curves),
     ("results", "Final metrics and baselines", results_table),

@@ -1,0 +1,71 @@
+"""Tables, point clouds and graphs: T-JEPA, Point-MAE and GraphMAE on the embedded demos, each for a fixed
+number of steps (so that the accuracy does not depend on what else the machine runs; the wall time does), kNN@20
+and the linear probe on the held-out split beside the random-init encoder and the raw features, and for tables
+the gradient-boosted trees (scikit-learn's HistGradientBoostingClassifier) on the raw features.
+
+    .venv/bin/python benchmarks/kinds.py [--only tjepa-digits ...] [key=value ...]
+
+Writes benchmarks/results/kinds_<name>.json; `python benchmarks/make_results.py` regenerates RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+
+from common import write_row
+from learning import train_and_read
+
+COMMON = ["train.epochs=null", "train.budget=null", "train.progress=false", "eval.report=false",
+          "eval.baselines=true", "data.num_workers=1"]
+# name: (recipe, dataset description, overrides)
+RUNS = {
+    "tjepa-digits": ("tjepa", "table-digits (sklearn digits as 64 columns, 1,347 + 450, 10 classes)",
+                     ["data.source=table-digits", "train.max_steps=400", "train.batch_size=64"]),
+    "tjepa-breast-cancer": ("tjepa", "table-breast-cancer (sklearn WDBC, 30 columns, 426 + 143, 2 classes)",
+                            ["data.source=table-breast-cancer", "train.max_steps=300", "train.batch_size=32"]),
+    "point-mae-shapes": ("point-mae", "point-shapes (generated, 12 families, random pose, 1,200 + 360, 256 points)",
+                         ["train.max_steps=300", "eval.protocols=[knn,linear]"]),
+    "graphmae-sbm": ("graphmae", "graph-sbm (generated SBM graphs, 1-4 blocks, 600 + 200)",
+                     ["train.max_steps=300", "eval.protocols=[knn,linear]"]),
+    "graphmae-sbm-nodes": ("graphmae", "graph-sbm-nodes (one 900-node SBM, 6 blocks, node classification, 675 + 225)",
+                           ["data.source=graph-sbm-nodes", "train.max_steps=300", "eval.protocols=[knn,linear]"]),
+}
+
+
+def margins(scores: dict) -> dict:
+    """Points of the pretrained row over the random-init and raw rows, for kNN@20 and the linear probe."""
+    out = {}
+    for metric, short in (("knn_top1@20", "knn20"), ("linear_top1", "linear")):
+        for row in ("random_init", "raw_pixels"):
+            if metric in scores.get(row, {}) and metric in scores["pretrained"]:
+                out[f"{short}_over_{row}"] = round(100 * (scores["pretrained"][metric] - scores[row][metric]), 1)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", nargs="*", default=sorted(RUNS), choices=sorted(RUNS))
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    for key in args.only:
+        recipe, dataset, overrides = RUNS[key]
+        name, results, peak, wall = train_and_read(recipe, f"bench-kinds-{key}", [*COMMON, *overrides, *args.overrides])
+        if results is None:
+            continue
+        scores = results["results"]
+        shown = " ".join(["benchmarks/kinds.py", "--only", key, *map(shlex.quote, args.overrides)])
+        run = results["run"]
+        found = margins(scores)
+        print(write_row(f"kinds_{key}", {
+            "benchmark": "kinds", "dataset": dataset, "recipe": recipe, "method": run["method"],
+            "backbone": run["backbone"], "steps": run["steps"], "epochs": round(run["epochs"], 1),
+            "command": shown, "images_per_s": run["images_per_s"], "train_wall_time_s": run["wall_time_s"],
+            "eval_time_s": results.get("eval_time_s"), "total_wall_time_s": round(wall, 1),
+            "peak_memory_mib": round(peak), "results": scores, "margins_points": found,
+            "knn20_margin_points": {k.replace("knn20_", ""): v for k, v in found.items() if k.startswith("knn20")},
+            "run": name,
+        }), found, flush=True)
+
+
+if __name__ == "__main__":
+    main()
