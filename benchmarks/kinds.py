@@ -16,19 +16,19 @@ from common import write_row
 from learning import train_and_read
 
 COMMON = ["train.epochs=null", "train.budget=null", "train.progress=false", "eval.report=false",
-          "eval.baselines=true", "data.num_workers=1"]
+          "eval.baselines=true"]
 # name: (recipe, dataset description, overrides)
 RUNS = {
     "tjepa-digits": ("tjepa", "table-digits (sklearn digits as 64 columns, 1,347 + 450, 10 classes)",
-                     ["data.source=table-digits", "train.max_steps=400", "train.batch_size=64"]),
+                     ["data.source=table-digits", "train.max_steps=200", "train.batch_size=64"]),
     "tjepa-breast-cancer": ("tjepa", "table-breast-cancer (sklearn WDBC, 30 columns, 426 + 143, 2 classes)",
                             ["data.source=table-breast-cancer", "train.max_steps=300", "train.batch_size=32"]),
     "point-mae-shapes": ("point-mae", "point-shapes (generated, 12 families, random pose, 1,200 + 360, 256 points)",
-                         ["train.max_steps=300", "eval.protocols=[knn,linear]"]),
+                         ["train.max_steps=100", "eval.protocols=[knn,linear]"]),
     "graphmae-sbm": ("graphmae", "graph-sbm (generated SBM graphs, 1-4 blocks, 600 + 200)",
-                     ["train.max_steps=300", "eval.protocols=[knn,linear]"]),
+                     ["train.max_steps=200", "eval.protocols=[knn,linear]"]),
     "graphmae-sbm-nodes": ("graphmae", "graph-sbm-nodes (one 900-node SBM, 6 blocks, node classification, 675 + 225)",
-                           ["data.source=graph-sbm-nodes", "train.max_steps=300", "eval.protocols=[knn,linear]"]),
+                           ["data.source=graph-sbm-nodes", "train.max_steps=200", "eval.protocols=[knn,linear]"]),
 }
 
 

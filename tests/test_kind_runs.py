@@ -92,6 +92,10 @@ def test_a_method_of_another_kind_fails_at_start_with_the_fix(tmp_path):
     cfg = build_config("tjepa", ["data.source=digits", f"runs_dir={tmp_path}"])
     with pytest.raises(ConfigError, match="tjepa trains on table data.*csv"):
         train(cfg)
+    cfg = build_config("mae", ["data.source=table-wine", "backbone.name=table_transformer_tiny",
+                               "backbone.options={}", f"runs_dir={tmp_path}", "name=mae"])
+    with pytest.raises(ConfigError, match="mae masks or predicts image patches.*tjepa"):
+        train(cfg)
 
 
 def args(tmp_path, user_files, recipe, name, steps=8):

@@ -165,6 +165,10 @@ def build_run_method(cfg: Config, train_source) -> Method:
         hint = KIND_PIPELINES.get(method_kind).data_hint if method_kind in KIND_PIPELINES else f"{method_kind} data"
         raise ConfigError(f"config key 'method': {cfg.method} trains on {method_kind} data, but {train_source.name} "
                           f"holds {data_kind}s: give data.source {hint}")
+    if method_kind == IMAGE.name and data_kind in KIND_PIPELINES and METHODS.get(cfg.method).needs_vit:
+        raise ConfigError(f"config key 'method': {cfg.method} masks or predicts image patches, which {data_kind} data "
+                          f"does not have: use a method written for {data_kind}s (tjepa, point_mae, graphmae) or a "
+                          "joint-embedding method (simclr, vicreg, byol, ...)")
     # Encoders of tables / graphs take their input layout from the data (columns, node features); the spec keeps it.
     data_options = getattr(train_source, "encoder_options", {}) if _factory_kind(cfg.backbone.name) == data_kind else {}
     backbone = build_backbone(cfg.backbone.name, train_source.channels, **{**data_options, **cfg.backbone.options})

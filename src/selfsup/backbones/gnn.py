@@ -35,6 +35,13 @@ def adjacency(edge_index: torch.Tensor, num_nodes: int, normalise: bool = False)
                                    check_invariants=False).coalesce()
 
 
+def propagate(adj: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """``adj @ h`` as one sparse product, in float32 (sparse kernels have no bf16 backward on CPU; under autocast
+    the result goes back to the dtype of ``h``)."""
+    with torch.autocast(device_type=h.device.type, enabled=False):  # autocast would cast h back to bf16
+        return torch.sparse.mm(adj, h.float()).to(h.dtype)
+
+
 class GINLayer(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, learn_eps: bool = True):
         super().__init__()
@@ -43,7 +50,7 @@ class GINLayer(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(in_dim, out_dim), nn.ReLU(), nn.Linear(out_dim, out_dim))
 
     def forward(self, h: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
-        return self.mlp((1 + self.eps) * h + torch.sparse.mm(adj, h))
+        return self.mlp((1 + self.eps) * h + propagate(adj, h))
 
 
 class GCNLayer(nn.Module):
@@ -52,7 +59,7 @@ class GCNLayer(nn.Module):
         self.linear = nn.Linear(in_dim, out_dim)
 
     def forward(self, h: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
-        return torch.sparse.mm(adj, self.linear(h))
+        return propagate(adj, self.linear(h))
 
 
 LAYERS = {"gin": GINLayer, "gcn": GCNLayer}
