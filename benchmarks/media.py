@@ -31,13 +31,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    for recipe in args.recipes:
+    # --recipes takes every word after it: key=value words among them are overrides, not recipes
+    recipes = [r for r in args.recipes if "=" not in r]
+    args.overrides += [r for r in args.recipes if "=" in r]
+    for recipe in recipes:
         overrides = [f"train.max_steps={args.steps}", *COMMON, *args.overrides]
         name, results, peak, wall = train_and_read(recipe, "bench-media", overrides)
         if results is None:
             continue
-        scores = results["run"], results["results"]
-        run, scores = scores
+        run, scores = results["run"], results["results"]
         margins = knn_margins(scores)
         source = "sounds" if recipe in ("ssast", "audio-mae", "simclr-audio") else "moving-digits"
         shown = " ".join(["benchmarks/media.py", f"--recipes {recipe}", f"--steps {args.steps}",
