@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import statistics
 import subprocess
@@ -48,16 +49,21 @@ def main() -> None:
              "shards": [f"data.source={shards / 'index.json'}"]}
     common = ["train.progress=false", *args.overrides]
     speeds: dict[str, list[float]] = {side: [] for side in sides}
+    waits: dict[str, list[float]] = {side: [] for side in sides}  # % of step time waiting for data
+    loads = []  # the 1-minute load average before each run: the machine is shared
     peaks = ROOT / "benchmarks" / "runs" / "shards_speed_peaks.json"
     for repeat in range(args.repeats):
         for side, overrides in sides.items():
             out = ROOT / "benchmarks" / "runs" / f"shards_speed_{side}_{repeat}.json"
             out.parent.mkdir(parents=True, exist_ok=True)
+            loads.append(round(os.getloadavg()[0], 2))
             selfsup("bench", "simclr-cifar-cpu", *overrides, *common, "--steps", str(args.steps), "--json", str(out),
                     *(["--peaks-from", str(peaks)] if peaks.exists() else []))
             if not peaks.exists():
                 peaks.write_text(out.read_text())
-            speeds[side].append(json.loads(out.read_text())["images_per_s"])
+            result = json.loads(out.read_text())
+            speeds[side].append(result["images_per_s"])
+            waits[side].append(round(result["split"]["data_wait"]["percent"], 2))
             print(side, repeat, round(speeds[side][-1], 1), flush=True)
     cache, streamed = statistics.median(speeds["cache"]), statistics.median(speeds["shards"])
     ratio = streamed / cache
@@ -68,8 +74,11 @@ def main() -> None:
         "title": f"Training from streamed tar shards vs the decoded-image cache ({args.images} CIFAR-10 JPEGs, "
                  f"simclr-cifar-cpu, {args.steps} measured steps, median of {args.repeats})",
         "summary": f"shards {streamed:.1f} images/s = {100 * ratio:.0f}% of the cache's {cache:.1f} images/s "
-                   f"(target >= 90%; each run: {', '.join(f'{s} {v:.1f}' for s in speeds for v in speeds[s])})",
+                   f"(target >= 90%; each run: {', '.join(f'{s} {v:.1f}' for s in speeds for v in speeds[s])}; "
+                   f"waiting for data: {', '.join(f'{s} {max(w):.1f}%' for s, w in waits.items())} of step time at "
+                   f"most; 1-minute load average {min(loads)}-{max(loads)})",
         "images_per_s": {"shards": speeds["shards"], "cache": speeds["cache"]}, "ratio": round(ratio, 3),
+        "load_average_1m": loads, "data_wait_percent": waits,
         "wall_time_s": round(time.perf_counter() - start, 1), "command": shown,
     }), flush=True)
 
