@@ -63,7 +63,7 @@ def main() -> None:
                 peaks.write_text(out.read_text())
             result = json.loads(out.read_text())
             speeds[side].append(result["images_per_s"])
-            waits[side].append(round(result["split"]["data_wait"]["percent"], 2))
+            waits[side].append(round(result["step_split"]["data_wait"]["percent"], 2))
             print(side, repeat, round(speeds[side][-1], 1), flush=True)
     cache, streamed = statistics.median(speeds["cache"]), statistics.median(speeds["shards"])
     ratio = streamed / cache
