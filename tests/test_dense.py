@@ -29,9 +29,10 @@ def test_dense_digits_hold_several_digits_with_pixel_labels(dense_digits):
     assert train.get_image(0).shape == (3, CANVAS, CANVAS) and train.masks.shape == (len(train), CANVAS, CANVAS)
     digits_per_image = [len(set(np.unique(m)) - {0}) for m in train.masks[:200]]
     assert np.mean(digits_per_image) > 2.3 and max(digits_per_image) == 3
-    ink = train.get_image(0)[0].numpy()[train.masks[0] > 0].mean()
-    background = train.get_image(0)[0].numpy()[train.masks[0] == 0].mean()
-    assert ink > background + 80  # labels sit on the strokes
+    pixels, labels = train.images[:50, 0].astype(float), train.masks[:50]
+    assert pixels[labels > 0].mean() > pixels[labels == 0].mean() + 40  # labels sit on the digits
+    assert (labels[pixels > 170] > 0).mean() > 0.97  # and every stroke carries a digit's label
+    assert 0.15 < (labels > 0).mean() < 0.5
     assert set(np.unique(train.masks)) == set(range(11))
     again = make_dense_digits()
     assert np.array_equal(again["train_images"], train.images)  # generated, deterministic
@@ -66,7 +67,7 @@ def test_the_dense_probe_learns_pixel_classes_from_features(dense_digits):
     raw = dense_probe(None, splits, preprocess=preprocess, settings=settings, seed=0)
     assert set(scores) == {"dense_miou", "dense_pixel_acc"}
     background = float((splits.test.masks == 0).mean())
-    assert raw["dense_pixel_acc"] > background - 0.05  # about the background share: raw pixels cannot tell digits apart
+    assert raw["dense_pixel_acc"] > background - 0.15  # near the background share: raw pixels cannot tell digits apart
     assert 0 < scores["dense_miou"] < 1 and 0 < raw["dense_miou"] < 1
     again = dense_probe(backbone, splits, preprocess=preprocess, settings=settings, seed=0)
     assert again == scores  # seeded

@@ -7,7 +7,8 @@ A source with dense labels carries ``masks``, a ``(N, H, W)`` integer array of c
 - ``digits-dense`` (registered, generated in seconds, no download): ``DIGITS_PER_IMAGE`` of the embedded digits'
   shapes (scikit-learn's 8x8 digits, :mod:`selfsup.data.digits`, train and test from disjoint handwriting) on
   a 48 x 48 canvas, light strokes on a dark, slightly noisy background, later digits drawn over earlier ones;
-  each pixel's label is 0 (background) or 1 + the class of the digit whose stroke covers it (11 classes). The
+  each pixel's label is 0 (background) or 1 + the class of the digit whose strokes lie within ``LABEL_MARGIN``
+  pixels of it (the digit's extent; the later digit where two overlap; 11 classes). The
   image-level label (for kNN and the linear probe) is the class of the digit with the most visible pixels.
 - :func:`open_dense_folder`: a folder of images and a folder of label masks with the same file names (stems):
   masks are single-channel PNGs whose pixel values are class ids (255: no label). Images and masks are resized to
@@ -30,6 +31,7 @@ IGNORE = 255
 CANVAS = 48
 DIGITS_PER_IMAGE = 3
 DENSE_SEED = 20250301
+LABEL_MARGIN = 2  # pixels around a digit's strokes that carry its label
 _TILE = digits.SIZE  # each digit is rendered on a 32 px tile, then pasted onto the canvas
 _STYLE = {"height": (12.0, 20.0), "background": 0.15, "contrast": 0.7, "noise": 0.08}
 MASK_CLASSES = ["background", *digits.CLASSES]
@@ -57,6 +59,10 @@ def _render_split(rng: np.random.Generator, shapes: np.ndarray, targets: np.ndar
     ids = pool[rng.integers(0, len(pool), count)]
     coverage = digits._draw_masks(shapes[ids], **digits._draw_geometry(rng, count, _STYLE["height"])).numpy()
     offsets = rng.integers(0, CANVAS - _TILE + 1, (count, 2))
+    # A digit's label covers its strokes and LABEL_MARGIN pixels around them (the object's extent, as segmentation
+    # masks outline objects, rather than the 1-2 px strokes alone, which a stride-8 feature map cannot resolve).
+    strokes = torch.from_numpy(coverage > 0.5).float()[:, None]
+    region = (torch.nn.functional.max_pool2d(strokes, 2 * LABEL_MARGIN + 1, 1, LABEL_MARGIN)[:, 0] > 0).numpy()
     ink = np.zeros((n, CANVAS, CANVAS), np.float32)
     masks = np.zeros((n, CANVAS, CANVAS), np.uint8)
     for k in range(count):  # painter's order: a later digit covers an earlier one
@@ -64,7 +70,7 @@ def _render_split(rng: np.random.Generator, shapes: np.ndarray, targets: np.ndar
         tile = coverage[k]
         window = (i, slice(top, top + _TILE), slice(left, left + _TILE))
         ink[window] = ink[window] * (1 - tile) + tile
-        masks[window] = np.where(tile > 0.5, 1 + targets[ids[k]], masks[window])
+        masks[window] = np.where(region[k], 1 + targets[ids[k]], masks[window])
     noise = rng.standard_normal(ink.shape, dtype=np.float32) * _STYLE["noise"]
     gray = np.clip(_STYLE["background"] + _STYLE["contrast"] * ink + noise, 0, 1)
     images = np.round(gray * 255).astype(np.uint8)[:, None].repeat(3, axis=1)

@@ -36,7 +36,7 @@ from selfsup.views.preprocess import Preprocess
 
 
 class DenseSettings(Settings):
-    epochs: PositiveInt = 30
+    epochs: PositiveInt = 10
     lr: float = Field(0.01, gt=0)
     batch_size: PositiveInt = 64  # images per step of the head
     weight_decay: float = Field(0.0, ge=0)
