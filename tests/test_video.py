@@ -223,3 +223,16 @@ def test_cvrl_loss_over_two_processes_equals_one_process_on_the_whole_batch():
     for result in results:
         assert torch.allclose(result["loss"], reference["loss"], atol=1e-5)
         assert torch.allclose(result["grad"], reference["grad"], atol=1e-5)
+
+
+def test_the_report_shows_videos_as_frames_and_sounds_as_spectrograms(moving):
+    from selfsup.data import open_data as open_named
+    from selfsup.report.media import shown_input
+
+    frames = shown_input(moving.train, 0, 32)
+    assert frames.shape == (1, 32, 32) and frames.max() <= 1  # four frames, 16 x 16 each, in a square
+    video = moving.train.get_image(0)
+    assert torch.allclose(frames[0, :16, :16], torch.nn.functional.interpolate(
+        video[:, :1].float().div(255), size=(16, 16), mode="bilinear", antialias=True)[0, 0], atol=1e-5)
+    sound = shown_input(open_named("sounds").train, 0, 32)
+    assert sound.shape == (1, 32, 32)

@@ -14,6 +14,7 @@ from selfsup.report.data_section import data_section
 from selfsup.report.context import MAX_MAP_POINTS, NotAvailable, RunContext, finite, query_positions
 from selfsup.report.html import table
 from selfsup.report.kind_data import kind_data, not_for_other_kinds
+from selfsup.report.media import shown_input  # sounds as spectrograms, videos as frame strips
 from selfsup.report.image_text import image_text_retrieval, zero_shot_classification
 from selfsup.report.images import center_square, file_data_uri, heatmap_overlay, img_tag
 from selfsup.report.projection import project_2d
@@ -160,11 +161,11 @@ def retrieval_grid(ctx: RunContext, queries: int = 6, top: int = 5) -> str:
     rows, hits, shown = [], 0, 0
     for row, position in enumerate(chosen):
         label = None if q_labels is None else q_labels[position]
-        query_image = center_square(query_source.get_image(int(q_indices[position])), size)
+        query_image = shown_input(query_source, int(q_indices[position]), size)
         cells = [img_tag(query_image, size=72, caption=f"query: {_label_name(ctx, label)}"
                          if label is not None else f"query #{q_indices[position]}")]
         for score, neighbour in zip(best.values[row].tolist(), best.indices[row].tolist()):
-            image = center_square(ctx.splits.train.get_image(int(db_indices[neighbour])), size)
+            image = shown_input(ctx.splits.train, int(db_indices[neighbour]), size)
             border, caption = None, f"#{db_indices[neighbour]} · {score:.3f}"
             if label is not None and db_labels is not None:
                 correct = db_labels[neighbour] == label
@@ -230,7 +231,7 @@ def augmented_views(ctx: RunContext, samples: int = 4) -> str:
     header += [f"view {v + 1} masked" for v in masked_views]
     rows = []
     for s, index in enumerate(order):
-        cells = [img_tag(center_square(train.get_image(index), cfg.data.image_size), size=72, caption=f"#{index}")]
+        cells = [img_tag(shown_input(train, index, cfg.data.image_size), size=72, caption=f"#{index}")]
         cells += [img_tag(views[v][s], size=max(24, round(72 * sizes[v] / cfg.data.image_size)))
                   for v in range(len(views))]
         for position, v in enumerate(masked_views):
