@@ -61,8 +61,11 @@ def overrides(recipe, source, steps=4):
     ("graphmae", "graph", ["eval.protocols=[knn]"]),
 ])
 def test_train_on_user_files_exports_and_evaluates_beside_the_baselines(user_files, tmp_path, recipe, source, extra):
-    cfg = build_config(recipe, overrides(recipe, user_files / source) + [f"runs_dir={tmp_path}", "name=run", *extra])
+    cfg = build_config(recipe, overrides(recipe, user_files / source) + [f"runs_dir={tmp_path}", "name=run", *extra,
+                                                                           "eval.report=true"])
     run = train(cfg)
+    report = (run / "report.html").read_text()
+    assert {"tjepa": "categories: a, b", "point-mae": "(x-z)", "graphmae": "spectral layout"}[recipe] in report
     results = json.loads((run / "results.json").read_text())["results"]
     assert {"pretrained", "random_init", "raw_pixels"} <= set(results)
     assert "knn_top1@20" in results["pretrained"]
