@@ -7,7 +7,9 @@ import pytest
 import torch
 import torch.nn as nn
 
+from kind_utils import tiny_kind_source
 from selfsup.backbones import BACKBONES, DEFAULT_BACKBONE, backbone_from_spec, build_backbone
+from selfsup.config import ConfigError
 
 # timm models that are cheap at 32 px, with the options that make them so.
 TIMM_CASES = {
@@ -15,7 +17,14 @@ TIMM_CASES = {
     "timm:resnet18": {},
     "timm:convnext_atto": {},
 }
-CASES = {**{name: {} for name in sorted(BACKBONES)}, **TIMM_CASES}
+#: What each registered encoder encodes (its factory's ``field_kind``; image when it says nothing).
+KIND_OF = {name: getattr(BACKBONES.get(name), "field_kind", "image") for name in BACKBONES}
+#: Encoders whose layout comes from the data (table columns, node-feature width): built from a tiny source of
+#: their kind below; their forward passes are tested in tests/test_kind_*.py.
+DATA_SHAPED = {name for name, kind in KIND_OF.items() if kind in ("table", "graph")}
+CASES = {**{name: {} for name in sorted(BACKBONES) if name not in DATA_SHAPED}, **TIMM_CASES}
+#: One batch of two inputs per kind, without the channel axis where the kind has one.
+INPUT_SHAPE = {"image": (32, 32), "audio": (32, 32), "volume": (16, 16, 16), "video": (16, 16, 16)}
 # Forward passes that would dominate the suite's run time on 2 cores: construction is still checked (with 3
 # input channels; the other channel counts go through the same code as resnet18/50).
 SLOW_FORWARD = {"resnet101"}
@@ -44,10 +53,11 @@ def test_forward_shape(name, in_channels):
     json.dumps(model.spec)  # JSON-able
     if name in SLOW_FORWARD:
         return
-    # Volume encoders (field kind "volume": vit3d_micro_cpu, resnet3d_small) take (B, C, D, H, W).
-    shape = (16, 16, 16) if getattr(model, "field_kind", "image") == "volume" else (32, 32)
+    # Volume and video encoders take (B, C, D, H, W); point encoders (B, N, 3) clouds whatever in_channels says.
+    kind = getattr(model, "field_kind", "image")
+    inputs = torch.randn(2, 64, 3) if kind == "points" else torch.randn(2, in_channels, *INPUT_SHAPE[kind])
     with torch.no_grad():
-        out = model(torch.randn(2, in_channels, *shape))
+        out = model(inputs)
     assert out.shape == (2, model.num_features)
     assert torch.isfinite(out).all()
 
@@ -61,6 +71,17 @@ def test_spec_rebuilds_same_architecture(name):
     assert _shapes(rebuilt) == _shapes(model)
     assert rebuilt.num_features == model.num_features
     assert rebuilt.spec == spec
+
+
+@pytest.mark.parametrize("name", sorted(DATA_SHAPED))
+def test_data_shaped_encoders_need_their_data_and_rebuild_from_spec(name):
+    kind = KIND_OF[name]
+    with pytest.raises(ConfigError, match=f"{name} encodes .*from the data"):
+        build_backbone(name, in_channels=1)
+    model = build_backbone(name, 1, **tiny_kind_source(kind).encoder_options)
+    rebuilt = backbone_from_spec(json.loads(json.dumps(model.spec)))
+    assert type(rebuilt) is type(model) and _shapes(rebuilt) == _shapes(model)
+    assert rebuilt.num_features == model.num_features
 
 
 def test_spec_keeps_options():

@@ -165,11 +165,27 @@ def point_files(root: Path) -> list[Path]:
                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
+def _npy_holds_points(path: Path) -> bool:
+    """An ``.npy`` file holds an (N, 3) array (read from its header only): ``.npy`` is also how raw domain
+    images (C, H, W) come, which are not point clouds."""
+    try:
+        shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+    except (OSError, ValueError):
+        return True  # unreadable: a point cloud for counting's sake; reading it lists it as bad
+    return len(shape) == 2 and shape[1] == 3
+
+
 def is_point_folder(path: Path) -> bool:
-    """A folder whose files are mostly point clouds."""
+    """A folder whose files are mostly point clouds (``.ply``, ``.xyz``, and ``.npy`` files of (N, 3) arrays:
+    the first few ``.npy`` files decide for all of them)."""
     if not path.is_dir():
         return False
     files = [p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    arrays = sorted(p for p in files if p.suffix.lower() == ".npy")
+    if arrays and sum(_npy_holds_points(p) for p in arrays[:5]) * 2 <= min(len(arrays), 5):
+        files = [p for p in files if p.suffix.lower() != ".npy"] or files  # image arrays: not point clouds
+        if all(p.suffix.lower() == ".npy" for p in files):
+            return False
     return bool(files) and sum(p.suffix.lower() in POINT_SUFFIXES for p in files) * 2 > len(files)
 
 
