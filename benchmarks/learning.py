@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from common import RESULTS_DIR, ROOT, cifar10_folder, write_row
+from selfsup.backbones import BACKBONES
 from selfsup.config import build_config, recipe_names
 from selfsup.methods import METHODS, Method
 from selfsup.methods.parts.teacher import TeacherChoice
@@ -43,6 +44,11 @@ def recipe_methods() -> dict[str, str]:
         # Image-text methods need captions, which CIFAR-10 and the plain digits lack: benchmarks/image_text.py.
         # Distillation methods need a trained teacher: benchmarks/distill.py.
         needs_teacher = issubclass(METHODS[method].Options, TeacherChoice)
+        # Recipes of other field kinds (sounds, videos, tables, clouds, graphs) have their own benchmarks:
+        # benchmarks/media.py, benchmarks/kinds.py.
+        encodes = getattr(BACKBONES.get(build_config(name).backbone.name), "field_kind", "image")
+        if encodes != "image":
+            continue
         if METHODS[method].image_text_towers is Method.image_text_towers and not needs_teacher:
             by_method.setdefault(method, []).append(name)
     chosen = {}
