@@ -104,6 +104,29 @@ def test_a_folder_of_images_and_a_folder_of_masks(tmp_path):
     assert set(splits.train.labels.tolist()) <= {1, 2}
 
 
+def test_a_folder_with_images_and_masks_is_a_data_source_and_trains_from_the_cli(tmp_path):
+    root = tmp_path / "segmentation"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(12):
+        label = np.zeros((24, 20), np.uint8)  # not square: data.image_size resizes images and masks alike
+        label[4:16, 4:14] = 1 + i % 2
+        Image.fromarray(rng.integers(0, 255, (24, 20, 3), dtype=np.uint8)).save(root / "images" / f"s{i}.png")
+        Image.fromarray(label).save(root / "masks" / f"s{i}.png")
+    splits = open_data(root, image_size=16)
+    assert has_masks(splits.train) and splits.train.masks.shape[1:] == (16, 16)
+    assert len(splits.train) + len(splits.test) == 12
+    runs = tmp_path / "runs"
+    from selfsup.cli import main  # the whole path: data.source names the folder, the dense probe runs
+    assert main(["train", "densecl", f"data.source={root}", f"runs_dir={runs}", "--name", "seg", "data.image_size=16",
+                 "train.budget=null", "train.max_steps=1", "train.batch_size=4", "train.progress=false",
+                 "data.num_workers=0", "train.precision=fp32"]) == 0
+    import json
+    results = json.loads((runs / "seg" / "results.json").read_text())["results"]
+    assert "dense_miou" in results["pretrained"] and "dense_miou" in results["random_init"]
+
+
 def test_pixpro_consistency_reads_only_positive_pairs():
     online = torch.randn(2, 4, 3)
     target = torch.randn(2, 4, 5)

@@ -109,7 +109,8 @@ def open_run_data(cfg: Config, data: str | None = None, channels: int | None = N
     splits = open_data(data or cfg.data.source, channels=channels or cfg.data.channels,
                        max_bad_fraction=cfg.data.max_bad_fraction, seed=cfg.seed,
                        holdout_fraction=cfg.data.holdout_fraction, pixels=cfg.data.pixels, stats=cfg.data.stats,
-                       clip_percentiles=cfg.data.clip_percentiles, log=log, label_column=cfg.data.label_column)
+                       clip_percentiles=cfg.data.clip_percentiles, log=log, label_column=cfg.data.label_column,
+                       image_size=cfg.data.image_size)
     if cfg.data.slices:
         try:
             splits = volume_slices(splits)

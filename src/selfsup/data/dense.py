@@ -143,6 +143,14 @@ def _read_pair(image_path: Path, mask_path: Path, size: int | None) -> tuple[np.
     return image.numpy(), mask.astype(np.uint8)
 
 
+def is_dense_folder(path: Path) -> bool:
+    """A folder whose only sub-folders are ``images/`` and ``masks/``: images with per-pixel label masks."""
+    if not path.is_dir():
+        return False
+    folders = {p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    return folders == {"images", "masks"}
+
+
 def open_dense_folder(images: str | Path, masks: str | Path, *, size: int | None = None, holdout_fraction: float = 0.2,
                       seed: int = 0, classes: list[str] | None = None) -> DataSplits:
     """Images and label masks of the same names as :class:`DataSplits` with ``masks`` (a random

@@ -9,6 +9,7 @@ from pathlib import Path
 from selfsup.data.arrays import open_npz
 from selfsup.data.captions import MANIFEST_SUFFIXES, open_manifest
 from selfsup.data.folder import IMAGE_EXTENSIONS, open_folder
+from selfsup.data.dense import is_dense_folder, open_dense_folder
 from selfsup.data.media import open_media_folder
 from selfsup.data.kind_open import open_kind_data
 from selfsup.data.shards import SHARD_SUFFIX, open_shards, shard_paths
@@ -33,7 +34,7 @@ def _unknown(spec: str) -> DataError:
 def open_data(spec: str | os.PathLike, channels: int | None = None, max_bad_fraction: float = 0.1, seed: int = 0,
               holdout_fraction: float = 0.2, pixels: str = "auto", stats: str | os.PathLike | None = None,
               clip_percentiles: tuple[float, float] | None = (1.0, 99.0), log=lambda message: None,
-              label_column: str | None = None) -> DataSplits:
+              label_column: str | None = None, image_size: int | None = None) -> DataSplits:
     """Open ``spec``: a name in :data:`DATASETS`, a folder of images (with ``.txt`` caption sidecars: image-text
     pairs), a folder of ``.tar`` shards or one (:mod:`selfsup.data.shards`), a ``.npz`` file, or an image-text
     manifest (``.csv``, ``.jsonl``, ``.parquet``; :mod:`selfsup.data.captions`).
@@ -48,7 +49,9 @@ def open_data(spec: str | os.PathLike, channels: int | None = None, max_bad_frac
     ``channels`` None follows the data (3 for 8-bit pictures, the band count of raw data). Raw domain folders
     (``pixels``, :mod:`selfsup.data.folder`) get their pixel window and normalisation from ``stats`` (a file of
     ``selfsup data stats``), the folder's own statistics file, or statistics computed now
-    (:func:`selfsup.data.stats.window_raw_splits`), clipped at ``clip_percentiles``.
+    (:func:`selfsup.data.stats.window_raw_splits`), clipped at ``clip_percentiles``. A folder holding only
+    ``images/`` and ``masks/`` is images with per-pixel labels (:mod:`selfsup.data.dense`), resized to
+    ``image_size`` (None: they must share one square size).
     """
     if channels is not None and (isinstance(channels, bool) or not isinstance(channels, int) or channels < 1):
         raise DataError(f"channels (data.channels) must be a positive integer, not {channels!r}")
@@ -74,6 +77,9 @@ def open_data(spec: str | os.PathLike, channels: int | None = None, max_bad_frac
     if path.is_dir():
         if shard_paths(path):  # .tar files in it: a folder of shards
             return open_shards(path, channels or 3, max_bad_fraction, seed, holdout_fraction)
+        if is_dense_folder(path):  # images/ + masks/ of the same names: per-pixel labels (selfsup.data.dense)
+            return open_dense_folder(path / "images", path / "masks", size=image_size,
+                                     holdout_fraction=holdout_fraction, seed=seed)
         media = open_media_folder(path, max_bad_fraction, seed, holdout_fraction)  # sounds or videos
         if media is not None:
             return media
