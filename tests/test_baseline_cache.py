@@ -15,7 +15,9 @@ from selfsup.eval.protocol import ProtocolSettings, evaluate_backbone
 from selfsup.views.preprocess import Preprocess
 
 
-class _Source:
+class LabelledImages:
+    """In-memory labelled images (uint8 (C, H, W)) with a fingerprint: what the protocol reads."""
+
     def __init__(self, images, labels, tag):
         self.images, self.labels, self.tag = images, labels, tag
         self.classes = [str(c) for c in range(int(labels.max()) + 1)]
@@ -35,7 +37,7 @@ def _splits(seed: int = 0, tag: str = "squares") -> DataSplits:
     def make(n, salt):
         labels = np.repeat(np.arange(3), n)
         images = (labels[:, None, None, None] * 80 + rng.normal(0, 20, (len(labels), 3, 16, 16))).clip(0, 255)
-        return _Source(images.astype(np.uint8), labels.astype(np.int64), f"{tag}-{salt}")
+        return LabelledImages(images.astype(np.uint8), labels.astype(np.int64), f"{tag}-{salt}")
     return DataSplits(train=make(12, "train"), test=make(4, "test"))
 
 

@@ -234,21 +234,6 @@ def test_eval_config_keys():
 # --------------------------------------------------------------------------------------- eval any backbone
 
 
-class _Source:
-    """In-memory labelled images (uint8 (C, H, W)) with a fingerprint: what the protocol reads."""
-
-    def __init__(self, images, labels, tag):
-        self.images, self.labels, self.tag = images, labels, tag
-        self.classes = [str(c) for c in range(int(labels.max()) + 1)]
-
-    def __len__(self):
-        return len(self.images)
-
-    def get_image(self, i):
-        return torch.from_numpy(self.images[i])
-
-    def fingerprint(self):
-        return self.tag
 
 
 def coloured_squares(n_per_class, seed):
