@@ -10,8 +10,8 @@ from selfsup.data import open_data
 from selfsup.data.dense import CANVAS, IGNORE, MASK_CLASSES, has_masks, make_dense_digits, open_dense_folder
 from selfsup.data.sources import ArraySource, DataSplits
 from selfsup.eval.protocol import ProtocolSettings
-from selfsup.eval.protocols.dense import (DenseSettings, confusion, dense_probe, segmentation_scores,
-                                          with_dense_when_masked)
+from selfsup.eval.protocols.dense import (DenseSettings, HypercolumnHead, confusion, dense_probe, probe_maps,
+                                          segmentation_scores, with_dense_when_masked)
 from selfsup.methods import build_method
 from selfsup.methods.pixpro import pair_consistency
 from selfsup.views.preprocess import Preprocess
@@ -71,6 +71,29 @@ def test_the_dense_probe_learns_pixel_classes_from_features(dense_digits):
     assert 0 < scores["dense_miou"] < 1 and 0 < raw["dense_miou"] < 1
     again = dense_probe(backbone, splits, preprocess=preprocess, settings=settings, seed=0)
     assert again == scores  # seeded
+
+
+def test_the_probe_reads_every_stage_of_a_convnet_and_the_last_map_of_a_vit():
+    images = torch.randn(2, 3, 32, 32)
+    resnet = build_backbone("small_resnet", 3, widths=(8, 16, 16, 32)).eval()
+    assert [tuple(m.shape[1:]) for m in probe_maps(resnet, images)] == [(8, 32, 32), (16, 16, 16), (16, 8, 8),
+                                                                        (32, 4, 4)]
+    assert [tuple(m.shape[1:]) for m in probe_maps(resnet, images, "last")] == [(32, 4, 4)]
+    vit = build_backbone("vit_micro_cpu", 3).eval()
+    (tokens,) = probe_maps(vit, images)
+    assert tokens.shape[0] == 2 and tokens.ndim == 4
+
+
+def test_the_hypercolumn_head_is_a_1x1_head_on_the_upsampled_concatenation():
+    torch.manual_seed(0)
+    maps = [torch.randn(3, 4, 8, 8), torch.randn(3, 6, 4, 4), torch.randn(3, 5, 2, 2)]
+    head = HypercolumnHead(maps, num_classes=7, size=8)
+    standardised = [(m - m.mean(dim=(0, 2, 3), keepdim=True)) / m.std(dim=(0, 2, 3), keepdim=True) for m in maps]
+    upsampled = torch.cat([torch.nn.functional.interpolate(m, size=(8, 8), mode="bilinear", align_corners=False)
+                           for m in standardised], dim=1)
+    weight = torch.cat([conv.weight for conv in head.convs], dim=1)
+    expected = torch.nn.functional.conv2d(upsampled, weight, head.convs[0].bias)
+    assert torch.allclose(head(maps), expected, atol=1e-5)
 
 
 def test_dense_runs_by_default_only_on_data_with_masks(dense_digits):

@@ -32,6 +32,14 @@ def feature_map(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return patches.transpose(1, 2).reshape(len(images), -1, *grid)
 
 
+def has_stages(backbone: nn.Module) -> bool:
+    """Whether :func:`stage_features` knows ``backbone``'s stages (small_resnet, torchvision ResNets)."""
+    if hasattr(backbone, "stages") and hasattr(backbone, "stem"):
+        return True
+    model = getattr(backbone, "model", None)
+    return model is not None and all(hasattr(model, f"layer{i}") for i in range(1, 5))
+
+
 def stage_features(backbone: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
     """The feature map at the end of every resolution of a ConvNet, shallowest first (SparK's hierarchy):
     small_resnet's stages (the last block of each width), a torchvision ResNet's layer1..layer4."""
