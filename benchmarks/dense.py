@@ -1,6 +1,7 @@
 """Dense features: PixPro and DenseCL against global-only SimCLR on the embedded dense task (``digits-dense``:
 three digits per 48 px image, per-pixel labels), scored by the dense probe (a 1x1 linear head on the frozen
-feature map, mIoU and pixel accuracy) beside random-init features and raw pixels.
+backbone's hypercolumn: every stage's map upsampled to the labels, Hariharan et al. 2015; mIoU and pixel accuracy)
+beside random-init features and raw pixels, all read the same way.
 
     .venv/bin/python benchmarks/dense.py [--methods pixpro densecl simclr-small] [key=value ...]
 
@@ -43,6 +44,7 @@ def main() -> None:
         if results is None:
             continue
         scores = results["results"]
+        features = next((o.split("=", 1)[1] for o in overrides if o.startswith("eval.dense.features=")), "stages")
         margins = miou_margins(scores)
         shown = " ".join(["benchmarks/dense.py", *map(shlex.quote, args.overrides), f"--steps {args.steps}",
                           f"--methods {recipe}"])
@@ -53,6 +55,7 @@ def main() -> None:
             "images_per_s": results["run"]["images_per_s"], "train_wall_time_s": results["run"]["wall_time_s"],
             "eval_time_s": results.get("eval_time_s"), "total_wall_time_s": round(wall, 1),
             "peak_memory_mib": round(peak), "results": scores, "miou_margin_points": margins, "run": name,
+            "probe_reads": {"stages": "hypercolumn", "last": "last map"}[features],
         }), {k: v for k, v in scores["pretrained"].items() if k.startswith("dense")}, margins, flush=True)
 
 

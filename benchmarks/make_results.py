@@ -205,16 +205,18 @@ def kind_rows(rows: list[dict]) -> list[str]:
 def dense_rows(rows: list[dict]) -> list[str]:
     """One row per dense run (benchmarks/dense.py): the dense probe's mIoU and pixel accuracy of the pretrained,
     random-init and raw-pixel rows, the mIoU margins, and kNN@20 beside them."""
-    lines = ["| data | method | backbone | steps (epochs) | mIoU | random-init | raw pixels | margin over random-init "
+    lines = ["| data | method | backbone | steps (epochs) | probe reads | mIoU | random-init | raw pixels | margin over random-init "
              "/ raw | pixel acc. (random-init, raw) | kNN@20 (random-init) | images/s | train time | machine | date "
-             "| command |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for row in sorted(rows, key=lambda r: -r["results"]["pretrained"].get("dense_miou", 0)):
+             "| command |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    # Rows written before the probe read the hypercolumn have no probe_reads: they read the last map.
+    for row in sorted(rows, key=lambda r: (r.get("probe_reads", "last map"),
+                                           -r["results"]["pretrained"].get("dense_miou", 0))):
         scores = row["results"]
         trained, fresh, raw = scores["pretrained"], scores.get("random_init", {}), scores.get("raw_pixels", {})
         margins = row.get("miou_margin_points", {})
         lines.append(
             f"| {row['dataset']} | {row['method']} | {row['backbone']} | {row['steps']} ({row['epochs']}) "
-            f"| {pct(trained.get('dense_miou'))} | {pct(fresh.get('dense_miou'))} | {pct(raw.get('dense_miou'))} "
+            f"| {row.get('probe_reads', 'last map')} | {pct(trained.get('dense_miou'))} | {pct(fresh.get('dense_miou'))} | {pct(raw.get('dense_miou'))} "
             f"| {margins.get('over_random_init', '-'):+} / {margins.get('over_raw_pixels', '-'):+} "
             f"| {pct(trained.get('dense_pixel_acc'))} ({pct(fresh.get('dense_pixel_acc'))}, "
             f"{pct(raw.get('dense_pixel_acc'))}) | {pct(trained.get('knn_top1@20'))} ({pct(fresh.get('knn_top1@20'))}) "
@@ -375,8 +377,11 @@ def main() -> None:
         out += ["## Dense features: the dense probe on the embedded dense digits", "",
                 "`benchmarks/dense.py`: each recipe on `digits-dense` (three digits per 48 px image, per-pixel "
                 "labels: background + 10 classes) for the same fixed number of steps on the same backbone; the "
-                "dense probe is a 1x1 linear head on the frozen feature map, upsampled to the labels, trained on "
-                "the train split's masks; mIoU and pixel accuracy on the test split. Sorted by mIoU.", "",
+                "dense probe is a 1x1 linear head on the frozen backbone's maps, upsampled to the labels, trained "
+                "on the train split's masks; mIoU and pixel accuracy on the test split. It reads the hypercolumn "
+                "(every stage's map, the default since the last map alone, 6 x 6 cells at stride 8, scores mostly "
+                "the upsampling's outlines) or, in older rows, the last map; the baselines of a row are read "
+                "the same way. Sorted by what the probe reads, then mIoU.", "",
                 *dense_rows(dense), ""]
     if distill:
         out += ["## Distillation: a small student from a frozen teacher", "",
