@@ -5,6 +5,10 @@ the gradient-boosted trees (scikit-learn's HistGradientBoostingClassifier) on th
 
     .venv/bin/python benchmarks/kinds.py [--only tjepa-digits ...] [key=value ...]
 
+The ``*-files`` rows train the same recipes on the demos written out as a user's files (a CSV, an edge list with a
+node-feature file, a folder of .ply; benchmarks/kind_files.py, under benchmarks/runs/kind-files), each loader
+making its own held-out split.
+
 Writes benchmarks/results/kinds_<name>.json; `python benchmarks/make_results.py` regenerates RESULTS.md.
 """
 from __future__ import annotations
@@ -12,8 +16,11 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from common import write_row
+from common import ROOT, write_row
+from kind_files import user_files
 from learning import train_and_read
+
+FILES = ROOT / "benchmarks" / "runs" / "kind-files"
 
 COMMON = ["train.epochs=null", "train.budget=null", "train.progress=false", "eval.report=false",
           "eval.baselines=true"]
@@ -30,13 +37,33 @@ RUNS = {
     "graphmae-sbm-nodes": ("graphmae", "graph-sbm-nodes (one 900-node SBM, 6 blocks, node classification, 675 + 225)",
                            ["data.source=graph-sbm-nodes", "train.max_steps=200", "eval.protocols=[knn,linear]"]),
 }
+# name: (the embedded row it repeats, the file written under FILES, dataset description, more overrides)
+FILE_RUNS = {
+    "tjepa-digits-csv": ("tjepa-digits", "digits.csv", "digits.csv (sklearn digits written as a CSV, 64 columns + "
+                         "label; the loader's 80/20 split)", ["data.label_column=label"]),
+    "graphmae-sbm-nodes-files": ("graphmae-sbm-nodes", "sbm-nodes", "sbm-nodes/ (graph-sbm-nodes written as "
+                                 "edges.csv + nodes.csv; the loader's 80/20 split)", []),
+    "point-mae-shapes-ply": ("point-mae-shapes", "shapes-ply", "shapes-ply/ (point-shapes written as 1,560 binary "
+                             ".ply files in class folders; the loader's 80/20 split)", []),
+}
+
+
+def run_spec(key: str) -> tuple[str, str, list[str]]:
+    """(recipe, dataset description, overrides) of a row; a file row writes its files first."""
+    if key in RUNS:
+        return RUNS[key]
+    base, name, dataset, extra = FILE_RUNS[key]
+    recipe, _, overrides = RUNS[base]
+    source = user_files(FILES, name)
+    return recipe, dataset, [o for o in overrides if not o.startswith("data.source=")] + [f"data.source={source}",
+                                                                                          *extra]
 
 
 def margins(scores: dict) -> dict:
     """Points of the pretrained row over the random-init and raw rows, for kNN@20 and the linear probe."""
     out = {}
     for metric, short in (("knn_top1@20", "knn20"), ("linear_top1", "linear")):
-        for row in ("random_init", "raw_pixels"):
+        for row in ("random_init", "raw_pixels"):  # (raw_pixels: the raw-feature row of these kinds)
             if metric in scores.get(row, {}) and metric in scores["pretrained"]:
                 out[f"{short}_over_{row}"] = round(100 * (scores["pretrained"][metric] - scores[row][metric]), 1)
     return out
@@ -44,11 +71,11 @@ def margins(scores: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", nargs="*", default=sorted(RUNS), choices=sorted(RUNS))
+    parser.add_argument("--only", nargs="*", default=sorted([*RUNS, *FILE_RUNS]), choices=sorted([*RUNS, *FILE_RUNS]))
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     for key in args.only:
-        recipe, dataset, overrides = RUNS[key]
+        recipe, dataset, overrides = run_spec(key)
         name, results, peak, wall = train_and_read(recipe, f"bench-kinds-{key}", [*COMMON, *overrides, *args.overrides])
         if results is None:
             continue

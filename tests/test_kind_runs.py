@@ -15,7 +15,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from selfsup.api import embed
 from selfsup.config import ConfigError, build_config
+from selfsup.eval.display import format_table
+from selfsup.eval.evaluate import evaluate_any_backbone
 from selfsup.run import train
 from selfsup.export import load_backbone
 from kind_utils import table_rows
@@ -66,14 +69,28 @@ def test_train_on_user_files_exports_and_evaluates_beside_the_baselines(user_fil
     run = train(cfg)
     report = (run / "report.html").read_text()
     assert {"tjepa": "categories: a, b", "point-mae": "(x-z)", "graphmae": "spectral layout"}[recipe] in report
-    results = json.loads((run / "results.json").read_text())["results"]
+    payload = json.loads((run / "results.json").read_text())
+    results, kind = payload["results"], {"tjepa": "table", "point-mae": "points", "graphmae": "graph"}[recipe]
     assert {"pretrained", "random_init", "raw_pixels"} <= set(results)
+    assert payload["data"]["kind"] == kind and "raw features" in report  # the raw row named for the data's kind
     assert "knn_top1@20" in results["pretrained"]
     if recipe == "tjepa":
         assert "gbdt_top1" in results["raw_pixels"]  # the GBDT baseline on the raw features
     assert (run / "bad_files.txt").read_text().count("\n") == 1  # the ragged row, the empty .ply, the ghost node
     backbone = load_backbone(run)  # rebuilt from its spec: the data's layout (columns, node features) kept
-    assert backbone.field_kind == {"tjepa": "table", "point-mae": "points", "graphmae": "graph"}[recipe]
+    assert backbone.field_kind == kind
+    # `selfsup eval --backbone RUN --data FILE` scores the saved encoder as the run did
+    again = evaluate_any_backbone(str(run), str(user_files / source), cfg=cfg, out_dir=tmp_path / "eval")
+    assert again["results"]["pretrained"]["knn_top1@20"] == results["pretrained"]["knn_top1@20"]
+    # `selfsup embed` reads image files: refused at start, saying why and what to use instead
+    with pytest.raises(ValueError, match=f"encodes {kind} data.*selfsup eval --backbone"):
+        embed(run, user_files / source, tmp_path / "embeddings.npy", progress=False)
+
+
+def test_the_raw_row_is_named_for_the_kind_of_data():
+    results = {"pretrained": {"knn_top1@20": 0.9}, "raw_pixels": {"knn_top1@20": 0.8}}
+    assert "raw features" in format_table(results, "table") and "raw pixels" not in format_table(results, "graph")
+    assert "raw pixels" in format_table(results) and "raw pixels" in format_table(results, "image")
 
 
 @pytest.mark.parametrize("method", ["simclr", "vicreg"])

@@ -22,13 +22,20 @@ class FieldKind:
     name: str
     layout: str  # one value's layout, as a source returns it
     description: str
+    raw_row: str = "raw pixels"  # what the evaluation's raw baseline row (``raw_pixels``) is called for this kind
 
 
 FIELD_KINDS: Registry[FieldKind] = Registry("field kind")
 
 
-def register_field_kind(name: str, layout: str, description: str) -> FieldKind:
-    return FIELD_KINDS.add(name, FieldKind(name, layout, description))
+def register_field_kind(name: str, layout: str, description: str, raw_row: str = "raw pixels") -> FieldKind:
+    return FIELD_KINDS.add(name, FieldKind(name, layout, description, raw_row))
+
+
+def raw_row_label(kind: str | None) -> str:
+    """The display name of the raw baseline row on data of ``kind`` (None or unregistered: ``raw pixels``):
+    tables, point clouds and graphs have features, not pixels."""
+    return FIELD_KINDS.get(kind).raw_row if kind and kind in FIELD_KINDS else "raw pixels"
 
 
 IMAGE = register_field_kind("image", "C x H x W tensor, any channel count, uint8",
@@ -58,13 +65,13 @@ VIDEO = register_field_kind("video", "C x T x H x W uint8 tensor: the frames of 
 
 TABLE = register_field_kind("table", "2 x F float tensor: encoded column values (standardised numbers, category "
                             "indices) and 1 where a value is present", "a row of a table (CSV, parquet): feature "
-                            "masking, noise and swap views, feature-token transformers, T-JEPA")
+                            "masking, noise and swap views, feature-token transformers, T-JEPA", "raw features")
 POINTS = register_field_kind("points", "N x 3 float tensor (N varies between clouds)",
                              "a point cloud (.npy, .ply, .xyz): rotation, scaling, jitter and dropout views, point "
-                             "patches (farthest point sampling + kNN), Point-MAE")
+                             "patches (farthest point sampling + kNN), Point-MAE", "raw features")
 GRAPH = register_field_kind("graph", "selfsup.data.graphs.Graph: node features (V x D), edges (2 x E), optional "
                             "root node", "a small graph or a node's neighbourhood: feature masking, edge dropping and "
-                            "subgraph views, GIN / GCN encoders, GraphMAE")
+                            "subgraph views, GIN / GCN encoders, GraphMAE", "raw features")
 
 #: What every image source yields.
 IMAGE_FIELDS = {"image": IMAGE.name, "label": LABEL.name}

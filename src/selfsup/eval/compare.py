@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from selfsup.eval.display import ROWS, format_metric, is_plain_number, metric_label, table_metrics
+from selfsup.eval.display import format_metric, row_label, is_plain_number, metric_label, table_metrics
 from selfsup.eval.protocols import protocol_of
 from selfsup.runs import CONFIG_FILE, METRICS_FILE, RESULTS_FILE, SUMMARY_FILE
 
@@ -244,7 +244,7 @@ def build_comparison(records: list[RunRecord], baselines: bool = True) -> Compar
         for kind, scores in record.results.items():
             if kind != "pretrained" and not baselines and "pretrained" in record.results:
                 continue
-            row = {"run": record.name, "features": ROWS.get(kind, kind), "method": record.method,
+            row = {"run": record.name, "features": row_label(kind, record.data_info.get("kind")), "method": record.method,
                    "backbone": record.backbone, "data": record.data, "budget": record.budget,
                    "wall time (s)": record.wall_time_s, "images/s": record.images_per_s,
                    **scores, "_record": record, "_kind": kind}

@@ -7,12 +7,19 @@ The evaluation's printout, ``selfsup compare`` and the report all use these func
 from __future__ import annotations
 
 from selfsup.eval.protocols import is_plain_number, is_score, metric_order
+from selfsup.fields import raw_row_label
 
-#: Display names of the result rows.
+#: Display names of the result rows (the raw row's name depends on the data's kind: :func:`row_label`).
 ROWS = {"pretrained": "pretrained", "start": "at step 0", "random_init": "random-init", "raw_pixels": "raw pixels"}
 
-__all__ = ["ROWS", "metric_sort_key", "table_metrics", "metric_label", "format_metric", "format_table",
+__all__ = ["ROWS", "row_label", "metric_sort_key", "table_metrics", "metric_label", "format_metric", "format_table",
            "is_score", "is_plain_number"]
+
+
+def row_label(row: str, kind: str | None = None) -> str:
+    """A result row's display name; ``kind``: the field kind of the evaluated data (results.json's
+    ``data.kind``), which names the raw row ("raw pixels" for images, "raw features" for tables, clouds, graphs)."""
+    return raw_row_label(kind) if row == "raw_pixels" else ROWS.get(row, row)
 
 
 def _number_in(name: str) -> float:
@@ -55,13 +62,14 @@ def format_metric(name: str, value, std=None) -> str:
     return cell + (f" ± {100 * std:.1f}" if std is not None else "")
 
 
-def format_table(results: dict) -> str:
-    """A text table with one line per metric and one column per row of ``results`` (pretrained, baselines)."""
+def format_table(results: dict, kind: str | None = None) -> str:
+    """A text table with one line per metric and one column per row of ``results`` (pretrained, baselines);
+    ``kind``: the evaluated data's field kind (names the raw row, :func:`row_label`)."""
     metrics = table_metrics(results.values())
     names = list(results)
     width = max([len(metric_label(m)) for m in metrics] + [8]) + 2
-    cols = [max(len(ROWS.get(n, n)), 14) + 2 for n in names]
-    header = f"{'metric (%)':<{width}}" + "".join(f"{ROWS.get(n, n):>{w}}" for n, w in zip(names, cols))
+    cols = [max(len(row_label(n, kind)), 14) + 2 for n in names]
+    header = f"{'metric (%)':<{width}}" + "".join(f"{row_label(n, kind):>{w}}" for n, w in zip(names, cols))
     lines = [header, "-" * len(header)]
     for m in metrics:
         cells = "".join(
@@ -70,6 +78,6 @@ def format_table(results: dict) -> str:
         lines.append(f"{label:<{width}}{cells}")
     for n in names:  # a probe fitted on fewer training images than the others says so under the table
         if results[n].get("linear_train_subset"):
-            lines.append(f"{ROWS.get(n, n)}: linear probe fitted on a class-balanced {results[n]['linear_train_subset']} "
+            lines.append(f"{row_label(n, kind)}: linear probe fitted on a class-balanced {results[n]['linear_train_subset']} "
                          "training images (eval.linear.raw_pixels_max_train)")
     return "\n".join(lines)

@@ -40,6 +40,7 @@ from selfsup.export.open_clip import load_open_clip_towers
 from selfsup.export.towers_io import has_towers, load_towers
 from selfsup.runs import (RESULTS_FILE, START_BACKBONE_DIR, SUMMARY_FILE, load_run_config, log, open_run_data,
                           run_preprocess)
+from selfsup.views.kinds import kind_of
 from selfsup.views.preprocess import Preprocess
 
 
@@ -73,7 +74,7 @@ def evaluate_and_record(backbone, splits, out_dir, *, settings: ProtocolSettings
                                 baseline_cache=baseline_cache)
     payload = {
         "protocol": {**settings.record(), "image_size": preprocess.image_size},
-        "data": {"source": str(data_name), "train_images": len(splits.train), "test_images": len(splits.test),
+        "data": {"source": str(data_name), "kind": kind_of(splits.train), "train_images": len(splits.train), "test_images": len(splits.test),
                  "num_classes": len(splits.train.classes) if splits.train.classes else None,
                  "train_fingerprint": splits.train.fingerprint(), "test_fingerprint": splits.test.fingerprint()},
         "run": run_info,
@@ -84,7 +85,7 @@ def evaluate_and_record(backbone, splits, out_dir, *, settings: ProtocolSettings
     (out_dir / RESULTS_FILE).write_text(json.dumps(payload, indent=2))
     print(f"\nResults on the held-out split of '{data_name}' ({len(splits.test)} images), "
           f"{out_dir / RESULTS_FILE}:\n")
-    print(format_table(results), flush=True)
+    print(format_table(results, kind_of(splits.train)), flush=True)
     return payload
 
 

@@ -22,11 +22,12 @@ import torch
 
 from selfsup.backbones import backbone_from_spec
 from selfsup.eval.baseline_cache import baseline_key, load_baseline, save_baseline
-from selfsup.eval.display import ROWS
+from selfsup.eval.display import row_label
 from selfsup.eval.features import extract_features, raw_pixel_features
 from selfsup.backbones.towers import towers_from_spec
 from selfsup.eval.protocols import (PROTOCOLS, FeatureSplits, ImageTask, ImageTextTask, Protocol, Settings,
                                     default_protocols)
+from selfsup.views.kinds import kind_of
 from selfsup.views.preprocess import Preprocess
 
 __all__ = ["ProtocolSettings", "score_features", "score_images", "score_image_text", "evaluate_backbone",
@@ -179,7 +180,7 @@ def evaluate_backbone(backbone, splits, *, preprocess: Preprocess, settings: Pro
     needs_features = bool(settings.selected("features"))
     results = {}
     for name, (model, row_towers) in candidates.items():
-        log(f"evaluating {ROWS.get(name, name)}{' features' if model is not None else ''} ...")
+        log(f"evaluating {row_label(name, kind_of(splits.train))}{' features' if model is not None else ''} ...")
         key = None
         if baseline_cache is not None and name in ("random_init", "raw_pixels"):
             key = baseline_key(name, model, row_towers, splits, preprocess, settings.fingerprint(), device)

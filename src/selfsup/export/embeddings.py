@@ -49,6 +49,7 @@ from selfsup.export.embedding_formats import format_of, paths_file
 from selfsup.export.embedding_parts import (FolderFiles, ResumeRefused, bad_files_path, chunk_path, merge_parts,
                                             parts_dir, previous_run, start_parts, write_chunk)
 from selfsup.fields import VOLUME
+from selfsup.views.kinds import KIND_PIPELINES
 from selfsup.views.preprocess import Preprocess
 
 # precision -> (autocast dtype or None, dtype of the stored rows)
@@ -305,6 +306,17 @@ class EmbedResult:
                 f"({self.seconds:.1f} s)")
 
 
+def check_image_encoder(backbone: nn.Module) -> None:
+    """``selfsup embed`` reads image (and volume) files: an encoder of table rows, point clouds or graphs (a
+    field kind with its own pipeline, :mod:`selfsup.views.kinds`) is refused before any file is read."""
+    kind = getattr(backbone, "field_kind", "image")
+    if kind in KIND_PIPELINES:
+        raise ValueError(f"selfsup embed reads folders of image files, and this backbone encodes {kind} data "
+                         f"({KIND_PIPELINES.get(kind).data_hint}); score it on such data with `selfsup eval "
+                         f"--backbone RUN_DIR --data DATA`, or read its features in Python with "
+                         f"selfsup.eval.features.extract_features(backbone, source, ...)")
+
+
 def embed_folder(backbone: nn.Module, data: str | os.PathLike, out: str | os.PathLike, *, image_size: int,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None, pixels: str = "auto",
                  stats: str | os.PathLike | DatasetStats | None = None,
@@ -322,6 +334,7 @@ def embed_folder(backbone: nn.Module, data: str | os.PathLike, out: str | os.Pat
     rows are stored as float16 under fp16, else float32). ``on_chunk(done, total)`` is called after each chunk
     is saved. ``metadata``: more JSON for the parquet schema."""
     started = time.perf_counter()
+    check_image_encoder(backbone)
     out = Path(out)
     format_of(out).check()
     if precision not in PRECISIONS:

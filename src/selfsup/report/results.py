@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from html import escape
 
-from selfsup.eval.display import ROWS, format_metric, is_plain_number, is_score, metric_label, table_metrics
+from selfsup.eval.display import format_metric, row_label, is_plain_number, is_score, metric_label, table_metrics
 from selfsup.eval.protocols import PROTOCOLS
 from selfsup.report.context import RunContext, finite
 from selfsup.report.html import table
@@ -46,18 +46,19 @@ def results_table(ctx: RunContext) -> str:
     as percentages, few-shot spreads as ``± std``), a bar chart of the percentage scores and the protocols."""
     payload = ctx.results
     results = payload["results"]
+    kind = payload.get("data", {}).get("kind")  # names the raw row: raw pixels, or raw features (tables, graphs)
     rows = list(results)
     metrics = table_metrics(results.values())
     body = [[escape(metric_label(m) + (" (raw)" if is_plain_number(m) else ""))]
             + [escape(format_metric(m, results[r].get(m), results[r].get(m + "_std"))) for r in rows]
             for m in metrics]
-    html = table(["metric (%)"] + [ROWS.get(r, r) for r in rows], body, "results")
+    html = table(["metric (%)"] + [row_label(r, kind) for r in rows], body, "results")
     settings = sorted({m for r in rows for m in results[r] if not is_score(m)})
     if settings:  # e.g. the linear probe's weight decay, chosen on a validation split: a setting, not a score
         html += '<p class="note">Chosen settings (not scores): ' + "; ".join(
-            f"{escape(m)} " + ", ".join(f"{escape(ROWS.get(r, r))} {_value(results[r].get(m))}" for r in rows
+            f"{escape(m)} " + ", ".join(f"{escape(row_label(r, kind))} {_value(results[r].get(m))}" for r in rows
                                        if m in results[r]) for m in settings) + "</p>"
-    fractions = {metric_label(m): {ROWS.get(r, r): 100 * float(results[r][m]) for r in rows
+    fractions = {metric_label(m): {row_label(r, kind): 100 * float(results[r][m]) for r in rows
                                    if finite(results[r].get(m))}
                  for m in metrics if not is_plain_number(m)}
     fractions = {m: v for m, v in list(fractions.items())[:16] if v}
