@@ -18,6 +18,7 @@ from selfsup.data import DataSplits, write_bad_files
 from selfsup.data.stats import save_stats
 from selfsup.dist import DistInfo, barrier, setup_distributed
 from selfsup.engine.extend import extension_checkpoint, relative_overrides
+from selfsup.engine.sharding import full_method_state
 from selfsup.engine.trainer import build_trainer
 from selfsup.eval.evaluate import evaluate_run
 from selfsup.export import save_backbone
@@ -102,12 +103,25 @@ def train(cfg: Config | None, resume: str | Path | None = None, resume_overrides
             f"batch {cfg.train.batch_size}, {trainer.precision}, {dist_info.world_size} process(es) on {dist_info.device}")
     if trainer.fit() == "preempted":
         return run_dir
+    if trainer.model.sharded:  # evaluation, pictures and export read an unsharded copy of the trained method
+        method = _unsharded_copy(cfg, trainer, splits, dist_info)
     if dist_info.is_main:
         _finish(cfg, run_dir, trainer, method, splits, preprocess)
     barrier()
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     return run_dir
+
+
+def _unsharded_copy(cfg: Config, trainer, splits: DataSplits, dist_info: DistInfo):
+    """The trained method of a sharded run as one ordinary module on the main rank (None elsewhere), built as
+    the run built it and loaded with the gathered state; every rank takes part in the gathering."""
+    state = full_method_state(trainer.method)
+    if not dist_info.is_main:
+        return None
+    method = runs.build_run_method(cfg, splits.train)
+    method.load_state_dict(state)
+    return method
 
 
 def _finish(cfg: Config, run_dir: Path, trainer, method, splits: DataSplits, preprocess) -> None:

@@ -134,11 +134,22 @@ class TrainConfig(_Section):
     channels_last: bool = True
     compile: bool = False  # torch.compile the backbone; falls back to eager, with a warning, where it fails
     sync_batchnorm: bool | None = None  # under DDP; None: as the method asks (BYOL, SimSiam, SwAV, DINO do)
+    # Under several processes: "ddp" keeps a full copy of the method on every rank; "fsdp" shards parameters,
+    # gradients and optimizer state over the ranks (PyTorch's FSDP2, fully_shard), each transformer block its
+    # own unit, for ViTs too large for full copies. One process: ignored.
+    parallel: Literal["ddp", "fsdp"] = "ddp"
     deterministic: bool = False
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(200, ge=1)  # steps; a checkpoint is also written at the end and on SIGTERM
     monitor_every: int = Field(50, ge=1)  # collapse monitor period (steps)
     progress: bool = True
+
+    @model_validator(mode="after")
+    def _sharding_is_eager(self) -> TrainConfig:
+        if self.parallel == "fsdp" and self.compile:
+            raise ValueError("train.compile=true with train.parallel=fsdp: sharded training runs eager here; set "
+                             "train.compile=false (or train.parallel=ddp to compile)")
+        return self
 
     @field_validator("budget")
     @classmethod

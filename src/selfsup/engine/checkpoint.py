@@ -25,6 +25,7 @@ import torch.distributed as dist
 
 from selfsup.backbones.weights import load_tensors_only
 from selfsup.dist import barrier
+from selfsup.engine.sharding import full_training_state, load_full_training_state
 from selfsup.files import atomic_path
 from selfsup.runs import checkpoint_path
 
@@ -104,26 +105,37 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def save_training_state(path: Path, method: torch.nn.Module, optimizer: torch.optim.Optimizer, state: LoopState,
-                        config: dict, dist_info) -> None:
-    """Every rank's RNG state gathered, the rest from this process; the main rank writes, all ranks wait."""
+                        config: dict, dist_info, sharded: bool = False) -> None:
+    """Every rank's RNG state gathered, the rest from this process (or, for a sharded method, gathered from every
+    rank, the optimizer state keyed by parameter name); the main rank writes, all ranks wait."""
     states = [None] * dist_info.world_size
     if dist_info.world_size > 1:
         dist.all_gather_object(states, rng_state())
     else:
         states = [rng_state()]
+    method_state, optimizer_state = full_training_state(method, optimizer) if sharded else (None, None)
     if dist_info.is_main:
-        atomic_save({"method": method.state_dict(), "optimizer": optimizer.state_dict(), "loop": asdict(state),
-                     "rng": states, "scaler": None, "config": config}, path)
+        if not sharded:
+            method_state, optimizer_state = method.state_dict(), optimizer.state_dict()
+        atomic_save({"method": method_state, "optimizer": optimizer_state, "loop": asdict(state), "rng": states,
+                     "scaler": None, "config": config, "optimizer_keys": "names" if sharded else "indices"}, path)
     barrier()
 
 
 def load_training_state(path: Path, method: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                        dist_info) -> LoopState:
+                        dist_info, sharded: bool = False) -> LoopState:
     """Restore ``method``, ``optimizer`` and this rank's RNG from a checkpoint (file or run directory); returns
-    the loop position to continue from."""
+    the loop position to continue from. A sharded run's checkpoint (optimizer state keyed by parameter names)
+    resumes sharded or not, on any number of ranks."""
     saved = load_checkpoint(path)
-    method.load_state_dict(saved["method"])
-    optimizer.load_state_dict(saved["optimizer"])
+    if saved.get("optimizer_keys") == "names":
+        load_full_training_state(method, optimizer, saved["method"], saved["optimizer"])
+    elif sharded:
+        raise ValueError(f"{path} was written by an unsharded run (train.parallel=ddp, or one process): resume it "
+                         "with train.parallel=ddp; a sharded run cannot read its optimizer state")
+    else:
+        method.load_state_dict(saved["method"])
+        optimizer.load_state_dict(saved["optimizer"])
     rng = saved["rng"]
     if len(rng) != dist_info.world_size:
         warnings.warn(f"checkpoint has RNG states of {len(rng)} ranks, this run has {dist_info.world_size}: "

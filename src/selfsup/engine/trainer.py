@@ -23,6 +23,7 @@ from selfsup.engine.monitor import CollapseMonitor
 from selfsup.engine.lr import LearningRate
 from selfsup.engine.optim import build_optimizer
 from selfsup.engine.placement import PlacedModel, uses_channels_last
+from selfsup.engine.sharding import full_value
 from selfsup.engine.precision import autocast, resolve_precision
 from selfsup.engine.schedule import PREEMPTED, ProgressBar, Schedule, SegmentClock, StopSignal
 from selfsup.methods import Method
@@ -58,11 +59,11 @@ class Trainer:
     # -- checkpoints -----------------------------------------------------------------------------------------
     def save_checkpoint(self, path: Path | None = None) -> None:
         save_training_state(path or checkpoint_path(self.run_dir), self.method, self.optimizer, self.state,
-                            self.cfg.model_dump(mode="json"), self.dist)
+                            self.cfg.model_dump(mode="json"), self.dist, sharded=self.model.sharded)
 
     def load_checkpoint(self, path: Path) -> None:
         """Continue from the checkpoint at ``path`` (a file, or a run directory)."""
-        self.state = load_training_state(path, self.method, self.optimizer, self.dist)
+        self.state = load_training_state(path, self.method, self.optimizer, self.dist, sharded=self.model.sharded)
 
     # -- the loop --------------------------------------------------------------------------------------------
     def fit(self) -> str:
@@ -125,7 +126,7 @@ class Trainer:
             metrics.update(out.metrics)
         if self.cfg.optim.grad_clip:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.cfg.optim.grad_clip)
-            metrics["grad_norm"] = float(grad_norm)
+            metrics["grad_norm"] = float(full_value(grad_norm))  # under FSDP, a norm over every rank's shards
         self.method.before_optimizer_step(progress)  # e.g. DINO/SwAV cancel head gradients early on
         self.optimizer.step()
         self.method.after_optimizer_step(progress)  # e.g. EMA teachers, prototype normalisation
