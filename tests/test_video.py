@@ -114,6 +114,9 @@ def test_videomae_v1_and_v2_losses_on_clips(moving, recipe_options):
     vit = build_backbone("vit_video_micro_cpu", 1, embed_dim=32, depth=1, num_heads=2)
     method = build_method("videomae", vit, {"decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2,
                                             **recipe_options})
+    # clips at the paper's temporal stride 2: 16 frames span the 32-frame video, as the evaluation view does
+    assert isinstance(method.views.crops[0], ClipSpec) and method.views.crops[0].stride == 2
+    assert method.views.crops[0].jitter_p == 0 and method.views.crops[0].scale == (0.5, 1.0)
     dataset = ViewDataset(moving.train, method.views, 16, seed=0)
     batch = ViewCollate(Preprocess(16, moving.train.mean, moving.train.std))([dataset[(0, i)] for i in range(3)])
     assert batch["views"][0].shape == (3, 1, 16, 16, 16) and batch["masks"]["visible"].shape == (3, 8)

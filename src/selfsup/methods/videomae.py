@@ -19,10 +19,15 @@ parameters. With ``decoder_mask_ratio=0`` this is VideoMAE (V1) exactly: MAE wit
 
 On a 2-D patch grid (single frames, images) a tube is one step deep: MAE's random mask, with the same dual masking.
 The views are clips (:mod:`selfsup.views.video`: ``data.image_size`` frames of ``data.image_size``^2 pixels,
-one random resized crop and flip for the whole clip, no colour change).
+``clip_stride`` frames apart, one random resized crop and flip for the whole clip, no colour change). The paper
+samples 16 frames at a temporal stride of 2 (Something-Something V2) or 4 (Kinetics-400) (section 4); the default
+2 also plays a clip at the speed of the evaluation view, which resamples a whole video to ``data.image_size``
+frames (the 32-frame moving digits: stride 2). At stride 1 the encoder learns motion at half the speed it is
+evaluated on.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 import torch
@@ -35,6 +40,7 @@ from selfsup.losses import masked_patch_mse
 from selfsup.methods.base import METHODS, StepOutput
 from selfsup.methods.mae import MAE, MAEOptions, encode_visible
 from selfsup.views import MaskSpec
+from selfsup.views.video import ClipSpec
 from selfsup.views.video_masks import DualTubeMask
 
 
@@ -43,6 +49,7 @@ class VideoMAEOptions(MAEOptions):
     mask: Literal["tube", "cube"] = "tube"  # tube: the same positions hidden in every time step
     decoder_mask_ratio: float = Field(0.0, ge=0, lt=1)  # V2's dual masking: 0.5 (0 = VideoMAE V1)
     crop_scale: tuple[float, float] = (0.5, 1.0)  # multi-scale crop, no colour change
+    clip_stride: int = Field(2, ge=1)  # frames between a clip's frames (the paper: 2 on SSv2, 4 on K400)
 
 
 def decode_subset(decoder: nn.Module, visible: torch.Tensor, visible_indices: torch.Tensor, decoded: torch.Tensor,
@@ -66,11 +73,14 @@ class VideoMAE(MAE):
         if len(getattr(backbone, "grid_size", ())) == 2:  # single frames: a tube one step deep, MAE's random mask
             options = options.model_copy(update={"mask": "random"})
         super().__init__(backbone, options)
+        masks, crop = self.views.masks, self.views.crops[0]
+        if len(backbone.grid_size) == 3:  # clips: MAE's crop with the temporal stride
+            crop = ClipSpec(**{f.name: getattr(crop, f.name) for f in dataclasses.fields(crop)},
+                            stride=options.clip_stride)
         if options.decoder_mask_ratio > 0:
-            masks = self.views.masks
-            self.views = type(self.views)(crops=self.views.crops, masks=MaskSpec(
-                DualTubeMask(options.mask_ratio, options.decoder_mask_ratio), patch_size=masks.patch_size,
-                views=masks.views, dims=3))
+            masks = MaskSpec(DualTubeMask(options.mask_ratio, options.decoder_mask_ratio),
+                             patch_size=masks.patch_size, views=masks.views, dims=3)
+        self.views = type(self.views)(crops=(crop,), masks=masks)
 
     def forward(self, batch: dict) -> StepOutput:
         if self.options.decoder_mask_ratio == 0:
