@@ -109,6 +109,26 @@ def test_decode_palette_with_transparency(tmp_path):
     assert tuple(decode_image(gif).permute(1, 2, 0).numpy()[0, 3]) == (255, 0, 0)
 
 
+@pytest.mark.parametrize("subsampling", [0, 2])  # 4:4:4 and 4:2:0 chroma
+def test_plain_rgb_jpegs_decode_through_libjpeg_to_pils_pixels(tmp_path, subsampling, monkeypatch):
+    rng = np.random.default_rng(0)
+    smooth = np.kron(rng.integers(0, 256, (6, 5, 3)), np.ones((7, 7, 1))).astype(np.uint8)  # 42 x 35, odd width
+    path = save(Image.fromarray(smooth), tmp_path / "rgb.jpg", quality=90, subsampling=subsampling)
+    expected = np.asarray(Image.open(path).convert("RGB"))
+    from selfsup.data import decode
+
+    calls = []
+    libjpeg = decode.decode_jpeg
+    monkeypatch.setattr(decode, "decode_jpeg", lambda *a, **k: calls.append(1) or libjpeg(*a, **k))
+    x = decode_image(path)
+    assert calls and x.dtype == torch.uint8 and x.shape == (3, 42, 35) and x.is_contiguous()
+    assert np.array_equal(x.permute(1, 2, 0).numpy(), expected)
+    assert np.array_equal(decode_image(path.read_bytes()).numpy(), x.numpy())
+    gray = save(Image.fromarray(smooth[..., 0]), tmp_path / "gray.jpg", quality=90)
+    calls.clear()
+    assert decode_image(gray).shape == (3, 42, 35) and not calls  # gray, CMYK, rotated: PIL's path
+
+
 def test_decode_cmyk_jpeg(tmp_path):
     path = save(Image.new("CMYK", (8, 8), (0, 255, 255, 0)), tmp_path / "cmyk.jpg", quality=95)
     assert Image.open(path).mode == "CMYK"
