@@ -363,7 +363,9 @@ def main() -> None:
                 "not depend on the machine's load; the wall time does), kNN@20 on the held-out split (moving digits: "
                 "500 videos of held-out handwriting, 10 classes; sounds: 600 clips from another generator stream, 6 "
                 "classes). Raw pixels: the evaluation clip's voxels / the evaluation spectrogram's values. Clips/s "
-                "in the images/s column.", "",
+                "in the images/s column; measured on the shared 2-core machine while other runs were going (load "
+                "2-10): the wall times and clips/s are a busy machine's, the accuracy at a fixed step count does "
+                "not depend on it.", "",
                 *domain_rows(media), ""]
     if kinds:
         out += ["## Tables, point clouds and graphs: T-JEPA, Point-MAE, GraphMAE on the embedded demos", "",
