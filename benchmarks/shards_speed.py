@@ -3,7 +3,12 @@
 decoded in the DataLoader workers, shard order, a shuffle buffer) and with ``data.cache=true`` on the manifest
 the shards were written from (decoded once into a memmap). The target: shards at least 90% of the cache.
 
-    .venv/bin/python benchmarks/shards_speed.py [--images 10000] [--steps 30] [--repeats 2] [key=value ...]
+    .venv/bin/python benchmarks/shards_speed.py [--images 10000] [--steps 30] [--repeats 2] [--threads N]
+                                                [key=value ...]
+
+``--threads N`` gives training N compute threads (OMP_NUM_THREADS) on both sides, e.g. one core fewer than the
+machine has, so that the loader worker that decodes the shards' JPEGs has a core of its own; the row is then
+written to shards_speed_threads<N>.json.
 
 The two are run in turn (cache, shards, cache, shards, ...) and each side's median is kept, so that a change
 of the machine's load hits both. Writes benchmarks/results/shards_speed.json; `python benchmarks/make_results.py`
@@ -23,8 +28,10 @@ import time
 from common import ROOT, cifar10_folder, write_row
 
 
-def selfsup(*args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "selfsup.cli", *args], cwd=ROOT, capture_output=True, text=True)
+def selfsup(*args: str, threads: int | None = None) -> str:
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    done = subprocess.run([sys.executable, "-m", "selfsup.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          env=env)
     if done.returncode != 0:
         raise SystemExit(f"selfsup {' '.join(args)} failed:\n{done.stderr[-3000:]}")
     return done.stdout
@@ -35,6 +42,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10000, help="the first N CIFAR-10 training images (sorted)")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="training's compute threads (OMP_NUM_THREADS)")
     parser.add_argument("overrides", nargs="*", help="key=value for both sides")
     args = parser.parse_args()
     start = time.perf_counter()
@@ -58,7 +66,7 @@ def main() -> None:
             out.parent.mkdir(parents=True, exist_ok=True)
             loads.append(round(os.getloadavg()[0], 2))
             selfsup("bench", "simclr-cifar-cpu", *overrides, *common, "--steps", str(args.steps), "--json", str(out),
-                    *(["--peaks-from", str(peaks)] if peaks.exists() else []))
+                    *(["--peaks-from", str(peaks)] if peaks.exists() else []), threads=args.threads)
             if not peaks.exists():
                 peaks.write_text(out.read_text())
             result = json.loads(out.read_text())
@@ -68,11 +76,13 @@ def main() -> None:
     cache, streamed = statistics.median(speeds["cache"]), statistics.median(speeds["shards"])
     ratio = streamed / cache
     shown = " ".join(["benchmarks/shards_speed.py", f"--images {args.images}", f"--steps {args.steps}",
-                      f"--repeats {args.repeats}", *map(shlex.quote, args.overrides)])
-    print(write_row("shards_speed", {
+                      f"--repeats {args.repeats}", *([f"--threads {args.threads}"] if args.threads else []),
+                      *map(shlex.quote, args.overrides)])
+    threads = f", {args.threads} compute thread(s) of {os.cpu_count()} cores" if args.threads else ""
+    print(write_row("shards_speed" + (f"_threads{args.threads}" if args.threads else ""), {
         "benchmark": "shards_speed",
         "title": f"Training from streamed tar shards vs the decoded-image cache ({args.images} CIFAR-10 JPEGs, "
-                 f"simclr-cifar-cpu, {args.steps} measured steps, median of {args.repeats})",
+                 f"simclr-cifar-cpu, {args.steps} measured steps, median of {args.repeats}{threads})",
         "summary": f"shards {streamed:.1f} images/s = {100 * ratio:.0f}% of the cache's {cache:.1f} images/s "
                    f"(target >= 90%; each run: {', '.join(f'{s} {v:.1f}' for s in speeds for v in speeds[s])}; "
                    f"waiting for data: {', '.join(f'{s} {max(w):.1f}%' for s, w in waits.items())} of step time at "
