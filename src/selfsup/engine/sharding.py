@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
                                                      set_state_dict)
-from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 
 
@@ -62,10 +62,6 @@ def shard_method(method: nn.Module) -> int:
     return len(units)
 
 
-def is_sharded(module: nn.Module) -> bool:
-    return isinstance(module, FSDPModule)
-
-
 @contextmanager
 def gradient_sync(method: nn.Module, enabled: bool):
     """Accumulation under FSDP: gradients are reduce-scattered only in the backward of a step's last
@@ -75,11 +71,6 @@ def gradient_sync(method: nn.Module, enabled: bool):
         yield
     finally:
         method.set_requires_gradient_sync(True)
-
-
-def local(tensor: torch.Tensor) -> torch.Tensor:
-    """This rank's shard of a sharded tensor; any other tensor as it is."""
-    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
 
 
 def full_value(tensor: torch.Tensor) -> torch.Tensor:
