@@ -32,18 +32,25 @@ def feature_map(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return patches.transpose(1, 2).reshape(len(images), -1, *grid)
 
 
+def _is_small_resnet(backbone: nn.Module) -> bool:
+    return hasattr(backbone, "stages") and hasattr(backbone, "stem")
+
+
+def _torchvision_resnet(backbone: nn.Module) -> nn.Module | None:
+    """The torchvision ResNet inside ``backbone`` (layer1..layer4), or None."""
+    model = getattr(backbone, "model", None)
+    return model if model is not None and all(hasattr(model, f"layer{i}") for i in range(1, 5)) else None
+
+
 def has_stages(backbone: nn.Module) -> bool:
     """Whether :func:`stage_features` knows ``backbone``'s stages (small_resnet, torchvision ResNets)."""
-    if hasattr(backbone, "stages") and hasattr(backbone, "stem"):
-        return True
-    model = getattr(backbone, "model", None)
-    return model is not None and all(hasattr(model, f"layer{i}") for i in range(1, 5))
+    return _is_small_resnet(backbone) or _torchvision_resnet(backbone) is not None
 
 
 def stage_features(backbone: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
     """The feature map at the end of every resolution of a ConvNet, shallowest first (SparK's hierarchy):
     small_resnet's stages (the last block of each width), a torchvision ResNet's layer1..layer4."""
-    if hasattr(backbone, "stages") and hasattr(backbone, "stem"):  # small_resnet
+    if _is_small_resnet(backbone):
         per_stage = int(backbone.spec.get("blocks_per_stage", 1))
         x, outputs = backbone.stem(images), []
         for i, block in enumerate(backbone.stages):
@@ -51,8 +58,8 @@ def stage_features(backbone: nn.Module, images: torch.Tensor) -> list[torch.Tens
             if (i + 1) % per_stage == 0:
                 outputs.append(x)
         return outputs
-    model = getattr(backbone, "model", None)
-    if model is not None and all(hasattr(model, f"layer{i}") for i in range(1, 5)):  # torchvision ResNets
+    model = _torchvision_resnet(backbone)
+    if model is not None:
         x = model.maxpool(model.relu(model.bn1(model.conv1(images))))
         outputs = []
         for i in range(1, 5):
