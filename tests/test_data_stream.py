@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from selfsup.data import DataError, ShardSource, open_data
 from selfsup.data.stream import StreamedShards
 from selfsup.data.stream_order import StreamBatchSampler, StreamOrder, buffered_order, shard_assignment
 from selfsup.fields import IMAGE_FIELDS
+from test_engine import run_beside_a_killed_twin
 
 TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src"
@@ -186,15 +185,9 @@ def test_sigkill_in_the_middle_of_a_shard_resumes_with_exactly_the_unseen_sample
               "data.num_workers=2", "data.shuffle_buffer=5", "train.checkpoint_every=1",
               "method_options.projector_hidden_dim=32", "method_options.projector_out_dim=16",
               "backbone.options={widths: [8, 8, 16, 16], stem_stride: 1}"]
-    straight = _train("name=straight", *common)
-    assert straight.wait(timeout=300) == 0, straight.stderr.read()[-2000:]
-    proc = _train("name=killed", *common)
     run = tmp_path / "killed"
-    while not (run / "metrics.jsonl").exists() or (run / "metrics.jsonl").read_text().count("\n") < 5:
-        assert proc.poll() is None, proc.stderr.read()[-2000:]
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
+    run_beside_a_killed_twin(["train", "demo", "name=straight", *common], ["train", "demo", "name=killed", *common],
+                             run, 5)
     loop = torch.load(run / "checkpoints" / "last.pt", weights_only=False)["loop"]
     order = StreamOrder([12] * 8 + [4], batch_size=8, seed=0, world=1, streams=2, buffer=5)
     epoch, consumed = loop["epoch"], loop["batch_in_epoch"]

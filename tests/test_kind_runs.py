@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 
@@ -22,7 +21,7 @@ from selfsup.eval.evaluate import evaluate_any_backbone
 from selfsup.run import train
 from selfsup.export import load_backbone
 from kind_utils import table_rows
-from test_engine import logged_losses, run_to_end, selfsup, wait_for_step
+from test_engine import logged_losses, run_beside_a_killed_twin, run_to_end
 from test_kind_graphs import write_graph_folder
 from test_kind_points import write_ply
 
@@ -127,13 +126,9 @@ def args(tmp_path, user_files, recipe, name, steps=8):
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", sorted(TINY))
 def test_exact_resume_after_sigkill(tmp_path, user_files, recipe):
-    code, _, err = run_to_end(*args(tmp_path, user_files, recipe, "straight"))
-    assert code == 0, err[-2000:]
     interrupted = tmp_path / "interrupted"
-    proc = selfsup(*args(tmp_path, user_files, recipe, "interrupted"))
-    wait_for_step(interrupted, 3, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    run_beside_a_killed_twin(args(tmp_path, user_files, recipe, "straight"),
+                             args(tmp_path, user_files, recipe, "interrupted"), interrupted, 3)
     code, _, err = run_to_end("train", "--resume", str(interrupted))
     assert code == 0, err[-2000:]
     expected, resumed = logged_losses(tmp_path / "straight"), logged_losses(interrupted)

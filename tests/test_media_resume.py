@@ -3,13 +3,12 @@ as tests/test_engine.py checks it for the image recipes: every logged loss and e
 uninterrupted run."""
 from __future__ import annotations
 
-import signal
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from test_engine import logged_losses, run_to_end, selfsup, wait_for_step
+from test_engine import logged_losses, run_beside_a_killed_twin, run_to_end
 
 TINY = {
     "videomae": ["data.source=moving-digits", "backbone.options={embed_dim: 32, depth: 1, num_heads: 2, "
@@ -31,14 +30,9 @@ def args(tmp_path, recipe, name):
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", sorted(TINY))
 def test_exact_resume_after_sigkill_for_video_and_audio(tmp_path, recipe):
-    code, _, err = run_to_end(*args(tmp_path, recipe, "straight"))
-    assert code == 0, err[-2000:]
     interrupted = tmp_path / "interrupted"
-    proc = selfsup(*args(tmp_path, recipe, "interrupted"))
-    wait_for_step(interrupted, 4, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL and max(logged_losses(interrupted)) < STEPS
+    run_beside_a_killed_twin(args(tmp_path, recipe, "straight"), args(tmp_path, recipe, "interrupted"), interrupted, 4)
+    assert max(logged_losses(interrupted)) < STEPS
     code, _, err = run_to_end("train", "--resume", str(interrupted))
     assert code == 0, err[-2000:]
     expected, resumed = logged_losses(tmp_path / "straight"), logged_losses(interrupted)
