@@ -9,6 +9,11 @@ with ``LightlyDataset`` (the example's folder variant; its CIFAR-10 variant down
 must not do). Batch size and workers come from the command line so both pipelines run the same batch.
 
 Prints one JSON line: images/s over the measured steps (after warm-up) and the step-time split.
+
+With ``--budget-s`` it trains instead for that many wall-clock seconds (epoch after epoch, as the example's
+loop would with enough epochs; the clock starts before the first batch, so the DataLoader's start-up counts, as
+it does for selfsup's budget) and ``--save`` writes the ResNet-18's weights without its classifier, in
+torchvision's names, for ``selfsup eval --backbone resnet18 --weights`` (benchmarks/time_to_accuracy.py).
 """
 from __future__ import annotations
 
@@ -29,6 +34,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--budget-s", type=float, default=None, help="train for this many seconds instead")
+    parser.add_argument("--save", default=None, help="with --budget-s: write the backbone's weights here")
     args = parser.parse_args()
 
     from lightly.data import LightlyDataset
@@ -55,6 +62,9 @@ def main() -> None:
                                          num_workers=args.workers)
     criterion = NTXentLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.06)
+    if args.budget_s is not None:
+        train_for_budget(model, resnet, loader, criterion, optimizer, args)
+        return
 
     data_wait = compute = 0.0
     measured = 0
@@ -83,6 +93,32 @@ def main() -> None:
                       "step_time_s": wall / measured, "data_wait_percent": 100 * data_wait / wall,
                       "compute_percent": 100 * compute / wall, "loss": float(loss),
                       "torch_threads": torch.get_num_threads(), "workers": args.workers}))
+
+
+def train_for_budget(model, resnet, loader, criterion, optimizer, args) -> None:
+    from safetensors.torch import save_file
+
+    start = time.perf_counter()
+    steps = 0
+    while time.perf_counter() - start < args.budget_s:
+        for (x0, x1), _, _ in loader:
+            loss = criterion(model(x0), model(x1))
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            steps += 1
+            if time.perf_counter() - start >= args.budget_s:
+                break
+    wall = time.perf_counter() - start
+    if args.save:
+        weights = {k: v.contiguous() for k, v in resnet.state_dict().items() if not k.startswith("fc.")}
+        save_file(weights, args.save)
+    images = steps * args.batch_size
+    print(json.dumps({"pipeline": "lightly", "lightly_version": __import__("lightly").__version__,
+                      "budget_s": args.budget_s, "wall_time_s": round(wall, 1), "steps": steps,
+                      "epochs": round(images / len(loader.dataset), 2), "images_per_s": round(images / wall, 1),
+                      "loss": float(loss.detach()), "torch_threads": torch.get_num_threads(), "workers": args.workers,
+                      "batch_size": args.batch_size}))
 
 
 if __name__ == "__main__":

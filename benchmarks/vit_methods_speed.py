@@ -130,7 +130,9 @@ def main() -> None:
                "before_commit": before_commit, "command": command, "wall_time_s": wall,
                "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds, "before": before, "after": after}
         print(row["summary"])
-        print(write_row(f"vit_methods_speed_{method}", row))
+        # A pinned precision gets its own file, beside the rows of precision=auto.
+        pinned = [o.split("=", 1)[1] for o in args.overrides if o.startswith("train.precision=")]
+        print(write_row("_".join([f"vit_methods_speed_{method}", *pinned]), row))
 
 
 if __name__ == "__main__":

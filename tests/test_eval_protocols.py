@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import torchvision.transforms.v2.functional as TF
 
 from selfsup.views.preprocess import eval_transform
 from selfsup.eval.features import extract_features, feature_cache_key, raw_pixel_features
@@ -332,6 +333,15 @@ def test_eval_transform_shape_and_normalisation():
     with pytest.raises(ValueError, match="channels"):
         eval_transform(torch.zeros(2, 9, 9, dtype=torch.uint8), 8, MEAN, STD)
 
+
+
+def test_eval_transform_of_an_image_already_at_its_size_is_the_resized_path_exactly():
+    """Images already image_size square skip resize and crop (a per-image cost larger than decoding CIFAR's
+    JPEGs); the answer is what resize + crop give."""
+    image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    resized = TF.center_crop(TF.resize(image, [32], antialias=True), [32, 32])
+    expected = TF.normalize(resized.float().div(255.0), list(MEAN), list(STD))
+    assert torch.equal(eval_transform(image, 32, MEAN, STD), expected)
 
 def test_extract_features_shape_order_labels_and_mode():
     source = TinySource(n=7)

@@ -85,8 +85,9 @@ def eval_transform(image: torch.Tensor, image_size: int, mean, std) -> torch.Ten
         raise TypeError(f"expected a uint8 or float image, got {image.dtype}")
     if image.ndim == 4:
         return _volume_transform(image, image_size, mean, std)
-    image = TF.resize(image, [image_size], antialias=True)  # shorter side -> image_size
-    image = TF.center_crop(image, [image_size, image_size])
+    if tuple(image.shape[-2:]) != (image_size, image_size):  # already that square (CIFAR at 32 px): nothing to do
+        image = TF.resize(image, [image_size], antialias=True)  # shorter side -> image_size
+        image = TF.center_crop(image, [image_size, image_size])
     image = image.float().div_(255.0) if image.dtype == torch.uint8 else image.float().clamp(0, 1)
     return TF.normalize(image, list(mean), list(std))
 
