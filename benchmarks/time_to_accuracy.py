@@ -82,10 +82,10 @@ def train_selfsup(recipe: str, budget: str, overrides: list[str], tag: str, eval
 
 
 def exact_evaluation(run: str) -> tuple[dict, float]:
-    """The same run evaluated again with the exact protocol: every training image in the raw-pixel probe,
-    nothing read from the baseline cache."""
-    cmd = [sys.executable, "-m", "selfsup.cli", "eval", str(RUNS / run), "eval.linear.raw_pixels_max_train=null",
-           "eval.cache_baselines=false", "eval.report=false"]
+    """The same run evaluated again with the exact protocol: fp32 features, every training image in the raw-pixel
+    probe, nothing read from the baseline cache."""
+    cmd = [sys.executable, "-m", "selfsup.cli", "eval", str(RUNS / run), "eval.precision=fp32",
+           "eval.linear.raw_pixels_max_train=null", "eval.cache_baselines=false", "eval.report=false"]
     start = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, check=True)
     results = json.loads((RUNS / run / "results.json").read_text())

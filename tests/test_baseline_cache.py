@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from selfsup.backbones import build_backbone
+from selfsup.config import build_config
 from selfsup.data.sources import DataSplits
 from selfsup.eval.baseline_cache import baseline_key
+from selfsup.eval.evaluate import eval_precision
 from selfsup.eval.protocol import ProtocolSettings, evaluate_backbone
 from selfsup.views.preprocess import Preprocess
 
@@ -119,3 +121,29 @@ def test_run_config_switch(tmp_path, enabled):
     a = json.loads((runs / "a" / "results.json").read_text())["results"]
     b = json.loads((runs / "b" / "results.json").read_text())["results"]
     assert a["raw_pixels"] == b["raw_pixels"] and a["random_init"] == b["random_init"]
+
+
+def test_bf16_features_key_their_own_baselines_and_agree_with_fp32(tmp_path):
+    """eval.precision: bf16 autocast features are stored under their own baseline keys (raw pixels, which no
+    model computes, share one), and on separable data they score as fp32 features do."""
+    splits = _splits()
+    torch.manual_seed(0)
+    backbone = build_backbone("small_resnet", 3, widths=[8, 8, 16, 16], stem_stride=1)
+    fp32, bf16 = (baseline_key("random_init", backbone, None, splits, PREPROCESS, {}, "cpu", precision=p)
+                  for p in ("fp32", "bf16"))
+    assert fp32 != bf16
+    assert baseline_key("raw_pixels", None, None, splits, PREPROCESS, {}, "cpu", precision="bf16") == \
+        baseline_key("raw_pixels", None, None, splits, PREPROCESS, {}, "cpu")
+    logs = []
+    scores = {dtype: evaluate_backbone(backbone, splits, preprocess=PREPROCESS, settings=ProtocolSettings(),
+                                       baselines=False, autocast_dtype=dtype, log=logs.append)
+              for dtype in (None, torch.bfloat16)}
+    assert abs(scores[None]["pretrained"]["knn_top1@20"] - scores[torch.bfloat16]["pretrained"]["knn_top1@20"]) <= 0.1
+    assert any("bf16 autocast" in line for line in logs) and any("bf16" not in line and "features (" in line
+                                                                  for line in logs)
+
+
+def test_eval_precision_follows_the_training_precision_unless_given():
+    assert eval_precision(build_config("demo", ["train.precision=fp32"])) == "fp32"
+    assert eval_precision(build_config("demo", [])) == "auto"
+    assert eval_precision(build_config("demo", ["train.precision=bf16", "eval.precision=fp32"])) == "fp32"

@@ -30,8 +30,9 @@ _FORMAT = 1
 
 
 def baseline_key(row: str, model: torch.nn.Module | None, towers: torch.nn.Module | None, splits, preprocess,
-                 settings_record: dict, device: str) -> str:
-    """The SHA-256 hex digest of everything the scores of baseline ``row`` depend on (``model`` None: raw pixels)."""
+                 settings_record: dict, device: str, precision: str = "fp32") -> str:
+    """The SHA-256 hex digest of everything the scores of baseline ``row`` depend on (``model`` None: raw pixels);
+    ``precision``: the feature extraction's ("fp32" keys are those of the caches written before it was a choice)."""
     transform = preprocess.to_json()
     header = {
         "format": _FORMAT,
@@ -43,6 +44,8 @@ def baseline_key(row: str, model: torch.nn.Module | None, towers: torch.nn.Modul
         "settings": settings_record,
         "device": torch.device(device).type,
     }
+    if precision != "fp32" and model is not None:  # raw pixels involve no model arithmetic
+        header["precision"] = precision
     if model is not None:  # the weights (hashed with the train split and transform, as the feature cache does)
         header["model"] = feature_cache_key(model, splits.train, **transform)
     if towers is not None:

@@ -30,6 +30,7 @@ import torch
 from selfsup.backbones import build_backbone
 from selfsup.backbones.weights import load_weights_into
 from selfsup.config import Config
+from selfsup.engine.precision import resolve_precision
 from selfsup.eval.baseline_cache import BASELINE_CACHE_DIR
 from selfsup.eval.display import format_table
 from selfsup.eval.protocol import ProtocolSettings, evaluate_backbone
@@ -47,18 +48,22 @@ from selfsup.views.preprocess import Preprocess
 def evaluate_and_record(backbone, splits, out_dir, *, settings: ProtocolSettings, preprocess: Preprocess,
                         data_name: str, run_info: dict, baselines: bool = True, batch_size: int = 256,
                         row: str = "pretrained", log: Callable[[str], None] = log, towers=None,
-                        extra_rows: dict | None = None, baseline_cache: Path | None = None) -> dict:
+                        extra_rows: dict | None = None, baseline_cache: Path | None = None,
+                        precision: str = "fp32") -> dict:
     """Run the protocol on ``backbone`` (features cached in ``out_dir/features``), write and print the results.
 
     ``baseline_cache``: a folder where the baseline rows' scores are reused from and stored
     (:mod:`selfsup.eval.baseline_cache`; ``<runs_dir>/.baselines``), or None to compute them.
 
     ``towers``: the image-text model around ``backbone`` (zero-shot, image-text retrieval); without it those
-    protocols are dropped from what runs and from the record."""
+    protocols are dropped from what runs and from the record.
+
+    ``precision`` ("auto", "fp32", "bf16"): feature extraction's, resolved as training resolves it."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    precision = resolve_precision(precision, torch.device(device))
     if towers is None:
         skipped = [p.name for p in settings.selected("image_text")]
         if skipped:
@@ -70,10 +75,10 @@ def evaluate_and_record(backbone, splits, out_dir, *, settings: ProtocolSettings
     settings = with_dense_when_masked(settings, splits, log)  # segmentation data: the dense probe too
     results = evaluate_backbone(backbone, splits, preprocess=preprocess, settings=settings, baselines=baselines,
                                 batch_size=batch_size, device=device, cache_dir=out_dir / "features", log=log, row=row,
-                                towers=towers, extra_rows=extra_rows,
-                                baseline_cache=baseline_cache)
+                                towers=towers, extra_rows=extra_rows, baseline_cache=baseline_cache,
+                                autocast_dtype=torch.bfloat16 if precision == "bf16" else None)
     payload = {
-        "protocol": {**settings.record(), "image_size": preprocess.image_size},
+        "protocol": {**settings.record(), "image_size": preprocess.image_size, "precision": precision},
         "data": {"source": str(data_name), "kind": kind_of(splits.train), "train_images": len(splits.train), "test_images": len(splits.test),
                  "num_classes": len(splits.train.classes) if splits.train.classes else None,
                  "train_fingerprint": splits.train.fingerprint(), "test_fingerprint": splits.test.fingerprint()},
@@ -87,6 +92,11 @@ def evaluate_and_record(backbone, splits, out_dir, *, settings: ProtocolSettings
           f"{out_dir / RESULTS_FILE}:\n")
     print(format_table(results, kind_of(splits.train)), flush=True)
     return payload
+
+
+def eval_precision(cfg: Config) -> str:
+    """``eval.precision``, with "train" read as the run's ``train.precision`` (unresolved: auto stays auto)."""
+    return cfg.train.precision if cfg.eval.precision == "train" else cfg.eval.precision
 
 
 def evaluate_run(run_dir: str | Path, data: str | None = None, splits=None, cfg: Config | None = None) -> dict:
@@ -110,7 +120,8 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, splits=None, cfg:
         backbone, splits, run_dir, settings=ProtocolSettings.from_eval_config(cfg.eval, cfg.seed),
         preprocess=preprocess, data_name=data or cfg.data.source, run_info=run_info, baselines=cfg.eval.baselines,
         batch_size=cfg.eval.batch_size, towers=towers, extra_rows=extra_rows,
-        baseline_cache=run_dir.parent / BASELINE_CACHE_DIR if cfg.eval.cache_baselines else None)
+        baseline_cache=run_dir.parent / BASELINE_CACHE_DIR if cfg.eval.cache_baselines else None,
+        precision=eval_precision(cfg))
     scores = payload["results"]
     if extra_rows and "knn_top1@20" in scores.get("start", {}):
         before, after = scores["start"]["knn_top1@20"], scores["pretrained"]["knn_top1@20"]
@@ -201,4 +212,4 @@ def evaluate_any_backbone(backbone: str, data: str, *, weights=None, out_dir=Non
     return evaluate_and_record(model, splits, out_dir, settings=settings, preprocess=preprocess, data_name=data,
                                run_info=run_info, baselines=cfg.eval.baselines, batch_size=cfg.eval.batch_size,
                                row="pretrained" if trained else "random_init", log=log, towers=towers,
-                               baseline_cache=cache)
+                               baseline_cache=cache, precision=eval_precision(cfg))

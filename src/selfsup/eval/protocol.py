@@ -152,7 +152,7 @@ def _features_of(model, source, preprocess: Preprocess, extract: dict):
 def evaluate_backbone(backbone, splits, *, preprocess: Preprocess, settings: ProtocolSettings | None = None,
                       baselines: bool = True, batch_size: int = 256, device="cpu", cache_dir=None, log: Log = print,
                       row: str = "pretrained", towers=None, extra_rows: dict | None = None,
-                      baseline_cache=None) -> dict:
+                      baseline_cache=None, autocast_dtype: torch.dtype | None = None) -> dict:
     """Scores of ``backbone`` (and the baselines) trained on ``splits.train`` labels, tested on ``splits.test``.
 
     ``row`` names the backbone's row; with ``row="random_init"`` (an untrained backbone) the random-init
@@ -163,13 +163,14 @@ def evaluate_backbone(backbone, splits, *, preprocess: Preprocess, settings: Pro
     random-init copy of it. ``extra_rows`` ({row: backbone}) are scored beside it, e.g. the backbone a run
     started from (``start``). With ``baseline_cache`` (a folder) the baseline rows' scores are read from it when
     an earlier evaluation stored them for the same data, transform, settings and weights
-    (:mod:`selfsup.eval.baseline_cache`), and stored there otherwise.
+    (:mod:`selfsup.eval.baseline_cache`), and stored there otherwise. ``autocast_dtype`` (``torch.bfloat16``):
+    features are extracted under autocast.
     """
     if splits.test is None or splits.train.labels is None:
         raise ValueError("evaluation needs labels: a labelled held-out split (class sub-folders, npz labels, or an "
                          "embedded dataset)")
     settings = settings or ProtocolSettings()
-    extract = dict(batch_size=batch_size, device=device, cache_dir=cache_dir)
+    extract = dict(batch_size=batch_size, device=device, cache_dir=cache_dir, autocast_dtype=autocast_dtype)
     candidates = {row: (backbone, towers), **{name: (model, None) for name, model in (extra_rows or {}).items()}}
     if baselines and row != "random_init":
         fresh = random_init_like(backbone, settings.seed)
@@ -183,7 +184,8 @@ def evaluate_backbone(backbone, splits, *, preprocess: Preprocess, settings: Pro
         log(f"evaluating {row_label(name, kind_of(splits.train))}{' features' if model is not None else ''} ...")
         key = None
         if baseline_cache is not None and name in ("random_init", "raw_pixels"):
-            key = baseline_key(name, model, row_towers, splits, preprocess, settings.fingerprint(), device)
+            key = baseline_key(name, model, row_towers, splits, preprocess, settings.fingerprint(), device,
+                               precision="bf16" if autocast_dtype == torch.bfloat16 else "fp32")
             stored = load_baseline(baseline_cache, key)
             if stored is not None:
                 log(f"  scores of an earlier evaluation on the same data and settings: {baseline_cache}/{key[:12]}... "
@@ -195,7 +197,8 @@ def evaluate_backbone(backbone, splits, *, preprocess: Preprocess, settings: Pro
             start = time.perf_counter()
             train, train_y = _features_of(model, splits.train, preprocess, extract)
             test, test_y = _features_of(model, splits.test, preprocess, extract)
-            log(f"  features ({train.shape[0]} + {test.shape[0]} x {train.shape[1]}): "
+            under = ", bf16 autocast" if model is not None and autocast_dtype == torch.bfloat16 else ""
+            log(f"  features ({train.shape[0]} + {test.shape[0]} x {train.shape[1]}{under}): "
                 f"{time.perf_counter() - start:.1f} s")
             scores.update(score_features(train, train_y, test, test_y, settings=settings, raw_pixels=model is None,
                                          log=log))
