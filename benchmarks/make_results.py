@@ -432,8 +432,10 @@ def main() -> None:
                 "JPEGs, both scored by selfsup's kNN (k=20, T=0.07) on the 10,000 test images. Catch-up: selfsup "
                 "runs of shorter budgets until one reaches lightly's accuracy (each budget a full schedule). The "
                 "default evaluation's time is selfsup's kNN + linear probe + baselines (read from the baseline "
-                "cache when present); the exact protocol re-evaluates the run with the raw-pixel probe on every "
-                "training image and no cache.", "", *time_to_accuracy_rows(time_to_accuracy), ""]
+                "cache when present); the exact protocol re-evaluates the run with fp32 features, the raw-pixel probe "
+                "on every training image and no cache. Rows of commits before `eval.precision` (8b93506 and "
+                "earlier) evaluated in fp32 by default; `benchmarks/eval_cost.py` (Other measurements) times the "
+                "default evaluation of the same run since then.", "", *time_to_accuracy_rows(time_to_accuracy), ""]
     if ssl:
         out += ["## Pre-training under a CPU budget", "", *ssl_rows(ssl), ""]
     resnet_methods = [r for r in methods if r["backbone"] != "vit_micro_cpu"]

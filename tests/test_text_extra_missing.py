@@ -1,4 +1,5 @@
 """Without open_clip (the text extra) selfsup still imports, and what needs it says which extra to install."""
+import json
 import subprocess
 import sys
 import textwrap
@@ -45,25 +46,36 @@ def test_without_the_text_extra():
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
+# One fresh interpreter without open_clip runs several CLI commands (one start-up, not one per command); each
+# command's output and exit code follow a marker line on both streams.
 CLI = textwrap.dedent("""
-    import sys
+    import json, sys
     sys.modules["open_clip"] = None
     from selfsup.cli import main
-    sys.exit(main(sys.argv[1:]))
+    for i, argv in enumerate(json.loads(sys.argv[1])):
+        print(f"=== {i}", flush=True)
+        print(f"=== {i}", file=sys.stderr, flush=True)
+        try:
+            code = main(argv)
+        except SystemExit as stop:
+            code = stop.code
+        print(f"=== exit {code}", flush=True)
 """)
 
 
 def test_image_only_commands_work_and_image_text_ones_name_the_extra(tmp_path):
-    def cli(*args):
-        return subprocess.run([sys.executable, "-c", CLI, *args], capture_output=True, text=True, timeout=240,
-                              cwd=tmp_path)
     tiny = ["data.image_size=16", "data.num_workers=0", "train.max_steps=2", "train.batch_size=16", "eval.report=false",
             "eval.baselines=false", "backbone.options={widths: [8, 8, 16, 16], stem_stride: 2}"]
-    image_only = cli("train", "demo", *tiny, "name=demo")
-    assert image_only.returncode == 0, image_only.stderr[-2000:]
+    commands = [["train", "demo", *tiny, "name=demo"], ["list"], ["train", "clip", *tiny, "name=clip"]]
+    done = subprocess.run([sys.executable, "-c", CLI, json.dumps(commands)], capture_output=True, text=True,
+                          timeout=240, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    outs = [part.split("\n", 1)[1] for part in done.stdout.split("=== ")[1:] if not part.startswith("exit")]
+    codes = [int(part.split()[1]) for part in done.stdout.split("=== ")[1:] if part.startswith("exit")]
+    errs = [part.split("\n", 1)[1] for part in done.stderr.split("=== ")[1:]]
+    (image_only, listed, image_text) = zip(codes, outs, errs)
+    assert image_only[0] == 0, image_only[2][-2000:]
     assert (tmp_path / "runs" / "demo" / "results.json").exists()
-    listed = cli("list")
-    assert listed.returncode == 0 and "text_micro_cpu" in listed.stdout and "clip" in listed.stdout
-    image_text = cli("train", "clip", *tiny, "name=clip")
-    assert image_text.returncode != 0
-    assert "pip install 'selfsup[text]'" in image_text.stderr and "Traceback" not in image_text.stderr
+    assert listed[0] == 0 and "text_micro_cpu" in listed[1] and "clip" in listed[1]
+    assert image_text[0] != 0
+    assert "pip install 'selfsup[text]'" in image_text[2] and "Traceback" not in image_text[2]
