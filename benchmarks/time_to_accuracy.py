@@ -10,8 +10,8 @@ on CIFAR-10, in one invocation, judged by the same kNN protocol (issue 14).
    fp32) for the budget on the train JPEGs and saves the backbone; ``selfsup eval --backbone resnet18
    --weights`` scores it with kNN (k=20, T=0.07, cosine) on the test split.
 2. selfsup: ``selfsup train RECIPE train.budget=BUDGET`` with its default evaluation (kNN + linear probe), whose
-   wall time is the evaluation cost; ``--exact`` evaluates the same run again with the exact protocol (the
-   raw-pixel probe on every training image, baselines recomputed) to show the answers agree.
+   wall time is the evaluation cost; ``--exact`` evaluates the same run again with the exact protocol (fp32
+   features, the raw-pixel probe on every training image, baselines recomputed) to show the answers agree.
 3. Catch-up: selfsup runs of the ``--catch-up`` budgets, shortest first, until one reaches lightly's kNN@20:
    the time selfsup needs to match lightly's budget (bracketed by the longest budget that fell short).
 
