@@ -30,7 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, cifar10_folder, write_row  # noqa: E402
-from learning import run_and_measure  # noqa: E402
+from eval_cost import EXACT, evaluate  # noqa: E402
+from learning import train_and_read  # noqa: E402
 from lightly_side_by_side import LIGHTLY_ENV, LIGHTLY_PY  # noqa: E402
 
 from selfsup.config import parse_duration  # noqa: E402
@@ -64,32 +65,15 @@ def eval_lightly(weights: Path, stamp: str) -> tuple[dict, float]:
 
 
 def train_selfsup(recipe: str, budget: str, overrides: list[str], tag: str, evaluation: list[str]) -> dict:
-    name = f"tta-{recipe}-{tag}-{time.strftime('%Y%m%d-%H%M%S')}"
-    cmd = [sys.executable, "-m", "selfsup.cli", "train", recipe, f"data.source={cifar10_folder()}", f"name={name}",
-           "runs_dir=benchmarks/runs", "train.epochs=null", f"train.budget={budget}", "train.progress=false",
-           "eval.report=false", *evaluation, *overrides]
-    log = RUNS / f"{name}.log"
-    start = time.perf_counter()
-    code, peak = run_and_measure(cmd, log)
-    if code:
-        raise SystemExit(f"selfsup {recipe} {budget}: exit code {code}; see {log}")
-    results = json.loads((RUNS / name / "results.json").read_text())
+    name, results, peak, _ = train_and_read(recipe, f"tta-{tag}", [
+        f"data.source={cifar10_folder()}", "train.epochs=null", f"train.budget={budget}", "train.progress=false",
+        "eval.report=false", *evaluation, *overrides])
+    if results is None:
+        raise SystemExit(f"selfsup {recipe} {budget} failed (its log is named above)")
     run = results["run"]
     return {"run": name, "budget": budget, "results": results["results"], "protocol": results["protocol"],
-            "train_wall_time_s": run["wall_time_s"], "total_wall_time_s": round(time.perf_counter() - start, 1),
-            "eval_time_s": results.get("eval_time_s"), "epochs": round(run["epochs"], 2),
-            "images_per_s": run["images_per_s"], "peak_memory_mib": peak}
-
-
-def exact_evaluation(run: str) -> tuple[dict, float]:
-    """The same run evaluated again with the exact protocol: fp32 features, every training image in the raw-pixel
-    probe, nothing read from the baseline cache."""
-    cmd = [sys.executable, "-m", "selfsup.cli", "eval", str(RUNS / run), "eval.precision=fp32",
-           "eval.linear.raw_pixels_max_train=null", "eval.cache_baselines=false", "eval.report=false"]
-    start = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, check=True)
-    results = json.loads((RUNS / run / "results.json").read_text())
-    return results["results"], results.get("eval_time_s", time.perf_counter() - start)
+            "train_wall_time_s": run["wall_time_s"], "eval_time_s": results.get("eval_time_s"),
+            "epochs": round(run["epochs"], 2), "images_per_s": run["images_per_s"], "peak_memory_mib": peak}
 
 
 def main() -> None:
@@ -103,6 +87,9 @@ def main() -> None:
     parser.add_argument("--exact", action="store_true", help="evaluate selfsup's run again with the exact protocol")
     parser.add_argument("overrides", nargs="*", help="key=value overrides for selfsup's side")
     args = parser.parse_args()
+    # key=value items given after --catch-up's budgets are overrides, not budgets
+    args.overrides = [*(b for b in args.catch_up if "=" in b), *args.overrides]
+    args.catch_up = [b for b in args.catch_up if "=" not in b]
     if not LIGHTLY_PY.exists():
         raise SystemExit(f"{LIGHTLY_ENV} not found: run `benchmarks/lightly_side_by_side.py --setup` first")
     stamp, start = time.strftime("%Y%m%d-%H%M%S"), time.perf_counter()
@@ -119,9 +106,9 @@ def main() -> None:
     ours["eval_share"] = round(ours["eval_time_s"] / ours["train_wall_time_s"], 3)
     print(f"selfsup {args.recipe}, {args.budget}: kNN@20 {ours['knn20']} ({ours['epochs']} epochs, "
           f"{ours['images_per_s']} images/s; evaluation {ours['eval_time_s']} s)", flush=True)
-    if args.exact:
-        exact, exact_s = exact_evaluation(ours["run"])
-        ours["exact"] = {"results": exact, "eval_time_s": round(exact_s, 1)}
+    if args.exact:  # fp32 features, every training image in the raw-pixel probe, no baseline cache
+        exact = evaluate(RUNS / ours["run"], EXACT)
+        ours["exact"] = {"results": exact["results"], "eval_time_s": exact["eval_time_s"]}
 
     catch_up = []
     for budget in sorted(args.catch_up, key=parse_duration):

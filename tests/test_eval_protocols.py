@@ -334,7 +334,6 @@ def test_eval_transform_shape_and_normalisation():
         eval_transform(torch.zeros(2, 9, 9, dtype=torch.uint8), 8, MEAN, STD)
 
 
-
 def test_eval_transform_of_an_image_already_at_its_size_is_the_resized_path_exactly():
     """Images already image_size square skip resize and crop (a per-image cost larger than decoding CIFAR's
     JPEGs); the answer is what resize + crop give."""
@@ -342,6 +341,7 @@ def test_eval_transform_of_an_image_already_at_its_size_is_the_resized_path_exac
     resized = TF.center_crop(TF.resize(image, [32], antialias=True), [32, 32])
     expected = TF.normalize(resized.float().div(255.0), list(MEAN), list(STD))
     assert torch.equal(eval_transform(image, 32, MEAN, STD), expected)
+
 
 def test_extract_features_shape_order_labels_and_mode():
     source = TinySource(n=7)

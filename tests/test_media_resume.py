@@ -3,7 +3,6 @@ as tests/test_engine.py checks it for the image recipes: every logged loss and e
 uninterrupted run."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 from safetensors.torch import load_file
