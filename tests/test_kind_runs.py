@@ -62,10 +62,12 @@ def overrides(recipe, source, steps=4):
     ("point-mae", "clouds", ["eval.protocols=[knn]"]),
     ("graphmae", "graph", ["eval.protocols=[knn]"]),
 ])
-def test_train_on_user_files_exports_and_evaluates_beside_the_baselines(user_files, tmp_path, recipe, source, extra):
+def test_train_on_user_files_exports_and_evaluates_beside_the_baselines(user_files, tmp_path, recipe, source, extra,
+                                                                        capfd):
     cfg = build_config(recipe, overrides(recipe, user_files / source) + [f"runs_dir={tmp_path}", "name=run", *extra,
                                                                            "eval.report=true"])
     run = train(cfg)
+    assert "warning: could not draw" not in "".join(capfd.readouterr())  # no picture of images asked of a non-image
     report = (run / "report.html").read_text()
     assert {"tjepa": "categories: a, b", "point-mae": "(x-z)", "graphmae": "spectral layout"}[recipe] in report
     payload = json.loads((run / "results.json").read_text())

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from selfsup.data.pixels import display_bands
+from selfsup.methods.base import Method
 from selfsup.views.preprocess import Preprocess
 
 RECONSTRUCTIONS_FILE = "reconstructions.png"
@@ -54,8 +55,8 @@ def image_grid(rows: dict[str, torch.Tensor], preprocess: Preprocess) -> np.ndar
 def save_reconstructions(method, source, run_dir: str | Path, preprocess: Preprocess, count: int = 8) -> Path | None:
     """If ``method`` draws reconstructions, draw its rows for the first ``count`` images of ``source`` (the
     held-out split when there is one) and save them as ``run_dir/reconstructions.png``; return the path."""
-    if len(source) == 0:
-        return None
+    if len(source) == 0 or type(method).reconstruct is Method.reconstruct:
+        return None  # nothing drawn (and no sample read: a graph or a table is not an image to preprocess)
     device = next(method.parameters()).device
     images = torch.stack([preprocess(source.get_image(i)) for i in range(min(count, len(source)))]).to(device)
     was_training = method.training
