@@ -7,7 +7,7 @@ beside random-init features and raw pixels, all read the same way.
 
 Every method trains the same backbone (``small_resnet`` with widths 16-128) for the same fixed number of steps
 (``STEPS``), so the scores do not depend on the machine's load; the wall time and images/s do. Writes
-benchmarks/results/dense_<recipe>.json; `python benchmarks/make_results.py` regenerates RESULTS.md.
+benchmarks/results/dense_<recipe>[-<tag>].json; `python benchmarks/make_results.py` regenerates RESULTS.md.
 """
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--methods", nargs="*", default=["pixpro", "densecl", "simclr-small"], help="recipe names")
     parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--tag", help="suffix of the result file (dense_<recipe>-<tag>.json): variants keep their rows")
     parser.add_argument("overrides", nargs="*", help="key=value for every run; give them before --methods")
     args = parser.parse_args()
     for recipe in args.methods:
@@ -48,7 +49,7 @@ def main() -> None:
         margins = miou_margins(scores)
         shown = " ".join(["benchmarks/dense.py", *map(shlex.quote, args.overrides), f"--steps {args.steps}",
                           f"--methods {recipe}"])
-        print(write_row(f"dense_{recipe}", {
+        print(write_row(f"dense_{recipe}" + (f"-{args.tag}" if args.tag else ""), {
             "benchmark": "dense", "dataset": "digits-dense (3 digits per 48 px image, 2000 + 500, 11 pixel classes)",
             "recipe": recipe, "method": results["run"]["method"], "backbone": results["run"]["backbone"],
             "steps": results["run"]["steps"], "epochs": round(results["run"]["epochs"], 1), "command": shown,

@@ -7,7 +7,7 @@ clip's voxels, the evaluation spectrogram's values).
 
 Each recipe trains for a fixed number of optimizer steps (``STEPS``), so that the accuracy does not depend on
 what else the machine runs; the wall time and clips/s do. Only the kNN protocol is run. Writes
-benchmarks/results/media_<recipe>.json; `python benchmarks/make_results.py` regenerates RESULTS.md.
+benchmarks/results/media_<recipe>[-<tag>].json; `python benchmarks/make_results.py` regenerates RESULTS.md.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--recipes", nargs="*", default=RECIPES)
     parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--tag", help="suffix of the result file (media_<recipe>-<tag>.json): variants keep their rows")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     # --recipes takes every word after it: key=value words among them are overrides, not recipes
@@ -43,8 +44,8 @@ def main() -> None:
         margins = knn_margins(scores)
         source = "sounds" if recipe in ("ssast", "audio-mae", "simclr-audio") else "moving-digits"
         shown = " ".join(["benchmarks/media.py", f"--recipes {recipe}", f"--steps {args.steps}",
-                          *map(shlex.quote, args.overrides)])
-        print(write_row(f"media_{recipe}", {
+                          *map(shlex.quote, args.overrides), *([f"--tag {args.tag}"] if args.tag else [])])
+        print(write_row(f"media_{recipe}" + (f"-{args.tag}" if args.tag else ""), {
             "benchmark": "media", "dataset": DATASETS[source], "recipe": recipe, "method": run["method"],
             "backbone": run["backbone"], "steps": run["steps"], "epochs": round(run["epochs"], 1),
             "command": shown, "images_per_s": run["images_per_s"], "train_wall_time_s": run["wall_time_s"],

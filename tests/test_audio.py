@@ -140,12 +140,14 @@ def test_view_dataset_collates_spectrograms_and_eval_transform_takes_waveforms(s
     assert samples_for(64) == 63 * HOP_LENGTH
 
 
-def test_ssast_discriminative_loss_picks_each_patch_among_its_own():
+@pytest.mark.parametrize("encoder", ["mask_tokens", "drop"])
+def test_ssast_discriminative_loss_picks_each_patch_among_its_own(encoder):
     target = torch.eye(8)[:6].expand(2, -1, -1)  # six distinct patches
     assert masked_patch_info_nce(target * 10, target) < 0.01
     assert masked_patch_info_nce(target.flip(1) * 10, target) > 5
     vit = build_backbone("vit_audio_micro_cpu", 1, embed_dim=32, depth=1, num_heads=2)
-    method = build_method("ssast", vit, {"head_dim": 16})
+    method = build_method("ssast", vit, {"head_dim": 16, "encoder": encoder, "decoder_dim": 16, "decoder_depth": 1,
+                                         "decoder_heads": 2})
     x = torch.randn(2, 1, 64, 64)
     mask = torch.zeros(2, 64, dtype=torch.bool)
     mask[:, :48] = True
@@ -153,6 +155,13 @@ def test_ssast_discriminative_loss_picks_each_patch_among_its_own():
     out = method({"views": [x], "masks": masks})
     out.loss.backward()
     assert torch.isfinite(out.loss) and {"nce", "mse", "patch_acc"} <= set(out.metrics)
+    assert all(p.grad is not None for p in method.parameters() if p.requires_grad)
+    if encoder == "drop":  # MAE-AST: the encoder never reads a hidden patch (its pixels change, its tokens do not)
+        method.eval()
+        changed = x.clone()
+        changed[..., :48, :] = torch.randn(2, 1, 48, 64)  # rows 0-5 of the 8 x 8 grid: patches 0-47, all hidden
+        tokens = [method.encode(v, masks)[3]["patches"] for v in (x, changed)]
+        assert torch.allclose(*tokens)
     rows = method.reconstruct(x)
     assert rows["reconstruction"].shape == rows["masked"].shape == x.shape
     hidden = rows["masked"] == 0  # hidden patches at 0; the reconstruction keeps the visible ones
