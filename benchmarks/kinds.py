@@ -9,7 +9,7 @@ The ``*-files`` rows train the same recipes on the demos written out as a user's
 node-feature file, a folder of .ply; benchmarks/kind_files.py, under benchmarks/runs/kind-files), each loader
 making its own held-out split.
 
-Writes benchmarks/results/kinds_<name>.json; `python benchmarks/make_results.py` regenerates RESULTS.md.
+Writes benchmarks/results/kinds_<name>[-<tag>].json; `python benchmarks/make_results.py` regenerates RESULTS.md.
 """
 from __future__ import annotations
 
@@ -72,6 +72,7 @@ def margins(scores: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", nargs="*", default=sorted([*RUNS, *FILE_RUNS]), choices=sorted([*RUNS, *FILE_RUNS]))
+    parser.add_argument("--tag", help="suffix of the result file (kinds_<name>-<tag>.json): variants keep their rows")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     for key in args.only:
@@ -80,10 +81,11 @@ def main() -> None:
         if results is None:
             continue
         scores = results["results"]
-        shown = " ".join(["benchmarks/kinds.py", "--only", key, *map(shlex.quote, args.overrides)])
+        shown = " ".join(["benchmarks/kinds.py", "--only", key, *map(shlex.quote, args.overrides),
+                          *([f"--tag {args.tag}"] if args.tag else [])])
         run = results["run"]
         found = margins(scores)
-        print(write_row(f"kinds_{key}", {
+        print(write_row(f"kinds_{key}" + (f"-{args.tag}" if args.tag else ""), {
             "benchmark": "kinds", "dataset": dataset, "recipe": recipe, "method": run["method"],
             "backbone": run["backbone"], "steps": run["steps"], "epochs": round(run["epochs"], 1),
             "command": shown, "images_per_s": run["images_per_s"], "train_wall_time_s": run["wall_time_s"],
