@@ -58,3 +58,18 @@ def cifar10_folder() -> Path:
             child.rename(target / child.name)
         inner.rmdir()
     return target
+
+
+def add_tag_argument(parser) -> None:
+    """``--tag T``: the result file gets a suffix (``<name>-T.json``), so a variant keeps its own row."""
+    parser.add_argument("--tag", help="suffix of the result file (<name>-<tag>.json): variants keep their rows")
+
+
+def tagged(name: str, tag: str | None) -> str:
+    """The result file's name for ``--tag``: ``name`` or ``name-tag``."""
+    return f"{name}-{tag}" if tag else name
+
+
+def tag_words(tag: str | None) -> list[str]:
+    """The ``--tag`` words of the command shown in the table."""
+    return [f"--tag {tag}"] if tag else []

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from common import write_row
+from common import add_tag_argument, tag_words, tagged, write_row
 from learning import train_and_read
 
 STEPS = 300
@@ -35,7 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--methods", nargs="*", default=["pixpro", "densecl", "simclr-small"], help="recipe names")
     parser.add_argument("--steps", type=int, default=STEPS)
-    parser.add_argument("--tag", help="suffix of the result file (dense_<recipe>-<tag>.json): variants keep their rows")
+    add_tag_argument(parser)
     parser.add_argument("overrides", nargs="*", help="key=value for every run; give them before --methods")
     args = parser.parse_args()
     for recipe in args.methods:
@@ -48,8 +48,8 @@ def main() -> None:
         features = next((o.split("=", 1)[1] for o in overrides if o.startswith("eval.dense.features=")), "stages")
         margins = miou_margins(scores)
         shown = " ".join(["benchmarks/dense.py", *map(shlex.quote, args.overrides), f"--steps {args.steps}",
-                          f"--methods {recipe}"])
-        print(write_row(f"dense_{recipe}" + (f"-{args.tag}" if args.tag else ""), {
+                          f"--methods {recipe}", *tag_words(args.tag)])
+        print(write_row(tagged(f"dense_{recipe}", args.tag), {
             "benchmark": "dense", "dataset": "digits-dense (3 digits per 48 px image, 2000 + 500, 11 pixel classes)",
             "recipe": recipe, "method": results["run"]["method"], "backbone": results["run"]["backbone"],
             "steps": results["run"]["steps"], "epochs": round(results["run"]["epochs"], 1), "command": shown,

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from common import ROOT, write_row
+from common import ROOT, add_tag_argument, tag_words, tagged, write_row
 from learning import knn_margins, train_and_read
 
 FOLDER = ROOT / ".data" / "spectral-geotiff"
@@ -38,7 +38,7 @@ def selfsup(*args: str) -> subprocess.CompletedProcess:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--methods", nargs="*", default=list(STEPS), help="recipe names")
-    parser.add_argument("--tag", help="suffix of the result file (domain_<recipe>-<tag>.json): variants keep their rows")
+    add_tag_argument(parser)
     parser.add_argument("overrides", nargs="*", help="key=value for every run; give them before --methods")
     args = parser.parse_args()
     if not (FOLDER / "test").is_dir():
@@ -58,8 +58,8 @@ def main() -> None:
         scores = results["results"]
         margins = knn_margins(scores)
         shown = " ".join(["benchmarks/domain.py", *map(shlex.quote, args.overrides), f"--methods {recipe}",
-                          *([f"--tag {args.tag}"] if args.tag else [])])
-        print(write_row(f"domain_{recipe}" + (f"-{args.tag}" if args.tag else ""), {
+                          *tag_words(args.tag)])
+        print(write_row(tagged(f"domain_{recipe}", args.tag), {
             "benchmark": "domain", "dataset": "spectral GeoTIFF folder (13 bands, uint16, 5000 + 1000)",
             "recipe": recipe, "method": results["run"]["method"], "backbone": results["run"]["backbone"],
             "steps": results["run"]["steps"], "epochs": round(results["run"]["epochs"], 1), "command": shown,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from common import ROOT, write_row
+from common import ROOT, add_tag_argument, tag_words, tagged, write_row
 from kind_files import user_files
 from learning import train_and_read
 
@@ -72,7 +72,7 @@ def margins(scores: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", nargs="*", default=sorted([*RUNS, *FILE_RUNS]), choices=sorted([*RUNS, *FILE_RUNS]))
-    parser.add_argument("--tag", help="suffix of the result file (kinds_<name>-<tag>.json): variants keep their rows")
+    add_tag_argument(parser)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     for key in args.only:
@@ -82,10 +82,10 @@ def main() -> None:
             continue
         scores = results["results"]
         shown = " ".join(["benchmarks/kinds.py", "--only", key, *map(shlex.quote, args.overrides),
-                          *([f"--tag {args.tag}"] if args.tag else [])])
+                          *tag_words(args.tag)])
         run = results["run"]
         found = margins(scores)
-        print(write_row(f"kinds_{key}" + (f"-{args.tag}" if args.tag else ""), {
+        print(write_row(tagged(f"kinds_{key}", args.tag), {
             "benchmark": "kinds", "dataset": dataset, "recipe": recipe, "method": run["method"],
             "backbone": run["backbone"], "steps": run["steps"], "epochs": round(run["epochs"], 1),
             "command": shown, "images_per_s": run["images_per_s"], "train_wall_time_s": run["wall_time_s"],

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from common import write_row
+from common import add_tag_argument, tag_words, tagged, write_row
 from learning import knn_margins, train_and_read
 
 RECIPES = ["videomae", "videomae-v2", "cvrl", "rsp", "ssast", "audio-mae", "simclr-audio"]
@@ -29,7 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--recipes", nargs="*", default=RECIPES)
     parser.add_argument("--steps", type=int, default=STEPS)
-    parser.add_argument("--tag", help="suffix of the result file (media_<recipe>-<tag>.json): variants keep their rows")
+    add_tag_argument(parser)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     # --recipes takes every word after it: key=value words among them are overrides, not recipes
@@ -44,8 +44,8 @@ def main() -> None:
         margins = knn_margins(scores)
         source = "sounds" if recipe in ("ssast", "audio-mae", "simclr-audio") else "moving-digits"
         shown = " ".join(["benchmarks/media.py", f"--recipes {recipe}", f"--steps {args.steps}",
-                          *map(shlex.quote, args.overrides), *([f"--tag {args.tag}"] if args.tag else [])])
-        print(write_row(f"media_{recipe}" + (f"-{args.tag}" if args.tag else ""), {
+                          *map(shlex.quote, args.overrides), *tag_words(args.tag)])
+        print(write_row(tagged(f"media_{recipe}", args.tag), {
             "benchmark": "media", "dataset": DATASETS[source], "recipe": recipe, "method": run["method"],
             "backbone": run["backbone"], "steps": run["steps"], "epochs": round(run["epochs"], 1),
             "command": shown, "images_per_s": run["images_per_s"], "train_wall_time_s": run["wall_time_s"],
