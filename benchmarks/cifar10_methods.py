@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from common import ROOT, cifar10_folder, write_row
+from common import ROOT, cifar10_folder, parse_args, write_row
 
 RECIPES = ["demo", "moco-v2", "moco-v3", "byol", "simsiam", "barlow-twins", "vicreg", "swav", "dino", "nnclr",
            "rotnet", "supcon"]
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--vit", action="store_true", help="the ViT table: masked/predictive methods on vit_micro_cpu")
     parser.add_argument("--skip-baselines", action="store_true", help="an earlier row already holds them")
     parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args()
+    args = parse_args(parser)
     data = cifar10_folder()
     args.methods = args.methods or (VIT_RECIPES if args.vit else RECIPES)
     same = SAME_FOR_VIT if args.vit else SAME_FOR_ALL

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from common import ROOT, cifar10_folder, write_row
+from common import ROOT, cifar10_folder, parse_args, write_row
 
 
 def main() -> None:
@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--budget", default="15m")
     parser.add_argument("--recipe", default="simclr-cifar-cpu")
     parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args()
+    args = parse_args(parser)
     data = cifar10_folder()
     name = f"bench-cifar10-{args.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
     cmd = [sys.executable, "-m", "selfsup.cli", "train", args.recipe, f"data.source={data}", f"name={name}",

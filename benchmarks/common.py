@@ -1,9 +1,11 @@
 """Shared helpers for benchmark scripts: machine description, JSON rows, CIFAR-10 unpacking."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
+import sys
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -58,6 +60,17 @@ def cifar10_folder() -> Path:
             child.rename(target / child.name)
         inner.rmdir()
     return target
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """``parser.parse_args()``, with every ``key=value`` word an override wherever it stands: also after a
+    list option (``--only a b key=value``), which would otherwise take it as one more name. So the commands
+    that the tables show, overrides after the names, run as shown."""
+    argv = sys.argv[1:] if argv is None else argv
+    overrides = [word for word in argv if "=" in word and not word.startswith("-")]
+    args = parser.parse_args([word for word in argv if word not in overrides])
+    args.overrides = [*getattr(args, "overrides", []), *overrides]
+    return args
 
 
 def add_tag_argument(parser) -> None:

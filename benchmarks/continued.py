@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import ROOT, cifar10_folder, write_row
+from common import ROOT, cifar10_folder, parse_args, write_row
 from learning import run_and_measure
 from selfsup.runs import METRICS_FILE, RESULTS_FILE, load_run_config
 
@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--data", default="cifar10", choices=["cifar10", "digits"])
     parser.add_argument("--tag")
     parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args()
+    args = parse_args(parser)
     source_run = Path(args.source_run).resolve()
     cfg = load_run_config(source_run)
     name = f"bench-continued-{args.data}-{time.strftime('%Y%m%d-%H%M%S')}"

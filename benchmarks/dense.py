@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from common import add_tag_argument, tag_words, tagged, write_row
+from common import add_tag_argument, parse_args, tag_words, tagged, write_row
 from learning import train_and_read
 
 STEPS = 300
@@ -36,8 +36,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", default=["pixpro", "densecl", "simclr-small"], help="recipe names")
     parser.add_argument("--steps", type=int, default=STEPS)
     add_tag_argument(parser)
-    parser.add_argument("overrides", nargs="*", help="key=value for every run; give them before --methods")
-    args = parser.parse_args()
+    parser.add_argument("overrides", nargs="*", help="key=value for every run")
+    args = parse_args(parser)
     for recipe in args.methods:
         overrides = [*COMMON, *BACKBONE, f"train.max_steps={args.steps}", *RECIPE_OVERRIDES.get(recipe, []),
                      *args.overrides]

@@ -20,7 +20,7 @@ import sys
 import time
 
 from cifar10_methods import RECIPES as RESNET_RECIPES, VIT_RECIPES
-from common import ROOT, write_row
+from common import ROOT, parse_args, write_row
 
 # The same recipes as the CIFAR-10 method tables (MoCo v3 appears in both of those; once here).
 RECIPES = RESNET_RECIPES + [recipe for recipe in VIT_RECIPES if recipe not in RESNET_RECIPES]
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--budgets", nargs="*", default=["30s", "90s"])
     parser.add_argument("--methods", nargs="*", default=None, help="recipe names")
     parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args()
+    args = parse_args(parser)
     for recipe in args.methods or RECIPES:
         runs = []
         for budget in args.budgets:

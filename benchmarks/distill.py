@@ -24,7 +24,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from common import ROOT, cifar10_folder, write_row
+from common import ROOT, cifar10_folder, parse_args, write_row
 from learning import train_and_read
 from selfsup.runs import RESULTS_FILE, load_run_config
 
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--teacher-set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--student-set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("overrides", nargs="*", help="key=value for both runs")
-    args = parser.parse_args()
+    args = parse_args(parser)
     source = str(cifar10_folder()) if args.data == "cifar10" else "digits"
     common = [f"data.source={source}", "train.epochs=null", "train.progress=false", "eval.report=false",
               *args.overrides]

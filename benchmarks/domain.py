@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from common import ROOT, add_tag_argument, tag_words, tagged, write_row
+from common import ROOT, add_tag_argument, parse_args, tag_words, tagged, write_row
 from learning import knn_margins, train_and_read
 
 FOLDER = ROOT / ".data" / "spectral-geotiff"
@@ -39,8 +39,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--methods", nargs="*", default=list(STEPS), help="recipe names")
     add_tag_argument(parser)
-    parser.add_argument("overrides", nargs="*", help="key=value for every run; give them before --methods")
-    args = parser.parse_args()
+    parser.add_argument("overrides", nargs="*", help="key=value for every run")
+    args = parse_args(parser)
     if not (FOLDER / "test").is_dir():
         start = time.perf_counter()
         selfsup("data", "demo", str(FOLDER))

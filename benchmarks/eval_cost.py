@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, write_row  # noqa: E402
+from common import ROOT, parse_args, write_row  # noqa: E402
 
 EXACT = ["eval.precision=fp32", "eval.linear.raw_pixels_max_train=null", "eval.cache_baselines=false"]
 
@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("run")
     parser.add_argument("--exact", action="store_true")
     parser.add_argument("overrides", nargs="*", help="key=value overrides for every evaluation")
-    args = parser.parse_args()
+    args = parse_args(parser)
     run = Path(args.run).resolve()
     train_s = json.loads((run / "results.json").read_text())["run"]["wall_time_s"]
     start = time.perf_counter()

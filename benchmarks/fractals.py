@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from common import ROOT, cifar10_folder, write_row
+from common import ROOT, cifar10_folder, parse_args, write_row
 from learning import knn_margins, train_and_read
 
 COMMON = ["train.epochs=null", "train.budget=null", "train.progress=false", "eval.report=false",
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--sources", nargs="*", default=["fractals-multi", "cifar10"])
     parser.add_argument("overrides", nargs="*", help="key=value for every run")
-    args = parser.parse_args()
+    args = parse_args(parser)
     cifar = str(cifar10_folder())
     for source in args.sources:
         data = cifar if source == "cifar10" else source

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from common import write_row
+from common import parse_args, write_row
 from learning import train_and_read
 
 RECIPES = ["clip", "siglip", "convirt", "slip"]
@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--budget", default="5m")
     parser.add_argument("--methods", nargs="*", default=RECIPES, help="recipe names")
     parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args()
+    args = parse_args(parser)
     for recipe in args.methods:
         overrides = ["train.epochs=null", f"train.budget={args.budget}", "train.progress=false", "eval.report=false",
                      *args.overrides]

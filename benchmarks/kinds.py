@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from common import ROOT, add_tag_argument, tag_words, tagged, write_row
+from common import ROOT, add_tag_argument, parse_args, tag_words, tagged, write_row
 from kind_files import user_files
 from learning import train_and_read
 
@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=sorted([*RUNS, *FILE_RUNS]), choices=sorted([*RUNS, *FILE_RUNS]))
     add_tag_argument(parser)
     parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args()
+    args = parse_args(parser)
     for key in args.only:
         recipe, dataset, overrides = run_spec(key)
         name, results, peak, wall = train_and_read(recipe, f"bench-kinds-{key}", [*COMMON, *overrides, *args.overrides])

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import RESULTS_DIR, ROOT, cifar10_folder, write_row
+from common import RESULTS_DIR, ROOT, cifar10_folder, parse_args, write_row
 from selfsup.backbones import BACKBONES
 from selfsup.config import build_config, recipe_names
 from selfsup.methods import METHODS, Method
@@ -150,7 +150,7 @@ def main() -> None:
     parser.add_argument("--digits-budget", default=DATASETS["digits"])
     parser.add_argument("--force", action="store_true", help="re-run cells whose result file exists")
     parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args()
+    args = parse_args(parser)
     recipes = recipe_methods()
     unknown = sorted(set(args.methods or []) - set(recipes))
     if unknown:

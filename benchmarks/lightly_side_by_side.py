@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, cifar10_folder, write_row  # noqa: E402
+from common import ROOT, cifar10_folder, parse_args, write_row  # noqa: E402
 
 LIGHTLY_ENV = ROOT / "benchmarks" / ".venv-lightly"
 LIGHTLY_PY = LIGHTLY_ENV / "bin" / "python"
@@ -95,7 +95,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lightly-workers", type=int, default=8)
     parser.add_argument("overrides", nargs="*", help="key=value overrides for selfsup's side")
-    args = parser.parse_args()
+    args = parse_args(parser)
     if args.setup:
         setup()
         return

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from common import add_tag_argument, tag_words, tagged, write_row
+from common import add_tag_argument, parse_args, tag_words, tagged, write_row
 from learning import knn_margins, train_and_read
 
 RECIPES = ["videomae", "videomae-v2", "cvrl", "rsp", "ssast", "audio-mae", "simclr-audio"]
@@ -31,11 +31,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=STEPS)
     add_tag_argument(parser)
     parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args()
-    # --recipes takes every word after it: key=value words among them are overrides, not recipes
-    recipes = [r for r in args.recipes if "=" not in r]
-    args.overrides += [r for r in args.recipes if "=" in r]
-    for recipe in recipes:
+    args = parse_args(parser)
+    for recipe in args.recipes:
         overrides = [f"train.max_steps={args.steps}", *COMMON, *args.overrides]
         name, results, peak, wall = train_and_read(recipe, "bench-media", overrides)
         if results is None:

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 
-from common import ROOT, cifar10_folder, write_row
+from common import ROOT, cifar10_folder, parse_args, write_row
 
 
 def selfsup(*args: str, threads: int | None = None) -> str:
@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="training's compute threads (OMP_NUM_THREADS)")
     parser.add_argument("overrides", nargs="*", help="key=value for both sides")
-    args = parser.parse_args()
+    args = parse_args(parser)
     start = time.perf_counter()
     cifar = cifar10_folder()
     files = sorted(p.relative_to(cifar).as_posix() for p in (cifar / "train").rglob("*") if p.is_file())[:args.images]

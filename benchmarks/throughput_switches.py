@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, write_row  # noqa: E402
+from common import ROOT, parse_args, write_row  # noqa: E402
 
 PLAIN = ["train.precision=fp32", "train.channels_last=false", "train.compile=false", "optim.fused=false",
          "data.augment=workers"]
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--only", nargs="*", help="variant labels to run (default: all)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides applied to every variant")
-    args = parser.parse_args()
+    args = parse_args(parser)
     variants = [v for v in VARIANTS if not args.only or v[0] in args.only]
     runs: dict[str, list[dict]] = {label: [] for label, *_ in variants}
     start = time.perf_counter()

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, cifar10_folder, write_row  # noqa: E402
+from common import ROOT, cifar10_folder, parse_args, write_row  # noqa: E402
 from eval_cost import EXACT, evaluate  # noqa: E402
 from learning import train_and_read  # noqa: E402
 from lightly_side_by_side import LIGHTLY_ENV, LIGHTLY_PY  # noqa: E402
@@ -86,10 +86,7 @@ def main() -> None:
     parser.add_argument("--lightly-workers", type=int, default=8)
     parser.add_argument("--exact", action="store_true", help="evaluate selfsup's run again with the exact protocol")
     parser.add_argument("overrides", nargs="*", help="key=value overrides for selfsup's side")
-    args = parser.parse_args()
-    # key=value items given after --catch-up's budgets are overrides, not budgets
-    args.overrides = [*(b for b in args.catch_up if "=" in b), *args.overrides]
-    args.catch_up = [b for b in args.catch_up if "=" not in b]
+    args = parse_args(parser)
     if not LIGHTLY_PY.exists():
         raise SystemExit(f"{LIGHTLY_ENV} not found: run `benchmarks/lightly_side_by_side.py --setup` first")
     stamp, start = time.strftime("%Y%m%d-%H%M%S"), time.perf_counter()

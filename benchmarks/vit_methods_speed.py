@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, write_row  # noqa: E402
+from common import ROOT, parse_args, write_row  # noqa: E402
 
 BACKBONE = "vit_micro_cpu"
 
@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("overrides", nargs="*", help="key=value overrides for every run, before and after")
-    args = parser.parse_args()
+    args = parse_args(parser)
     start = time.perf_counter()
     before_commit = subprocess.run(["git", "rev-parse", "--short", args.before], cwd=ROOT, capture_output=True,
                                    text=True, check=True).stdout.strip()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from common import write_row
+from common import parse_args, write_row
 from learning import knn_margins, train_and_read
 
 RECIPE = "mae-3d"
@@ -27,7 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args()
+    args = parse_args(parser)
     overrides = [f"train.max_steps={args.steps}", *COMMON, *args.overrides]
     name, results, peak, wall = train_and_read(RECIPE, "bench-volumes", overrides)
     if results is None:

@@ -1,0 +1,30 @@
+"""The benchmarks' command lines: the commands their tables show run as shown (benchmarks/common.py)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from common import parse_args  # noqa: E402
+
+
+def bench_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", nargs="*", default=["a", "b"], choices=["a", "b"])
+    parser.add_argument("--tag")
+    parser.add_argument("overrides", nargs="*")
+    return parser
+
+
+def test_overrides_after_a_list_option_are_overrides_not_names():
+    args = parse_args(bench_parser(), ["--only", "a", "train.max_steps=1000", "--tag", "s1000",
+                                       "backbone.options={global_pool: token}"])
+    assert args.only == ["a"] and args.tag == "s1000"
+    assert args.overrides == ["train.max_steps=1000", "backbone.options={global_pool: token}"]
+
+
+def test_overrides_keep_their_order_wherever_they_stand():
+    args = parse_args(bench_parser(), ["optim.lr=1", "--only", "b", "optim.lr=2"])
+    assert args.only == ["b"] and args.overrides == ["optim.lr=1", "optim.lr=2"]
+    assert parse_args(bench_parser(), []).overrides == []
