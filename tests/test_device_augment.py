@@ -20,7 +20,7 @@ from selfsup.views.dataset import ViewCollate, ViewDataset, fixed_image_size
 from selfsup.throughput import bench_trainer
 from selfsup.views import CropSpec, ViewSpec, make_view, sample_generator
 from selfsup.views.augment import draw_view_params
-from selfsup.views.device import NUM_GEOMETRY, DeviceViews, crop_resize_flip
+from selfsup.views.device import NUM_GEOMETRY, DeviceViews, ResizeRamp, crop_resize_flip
 from selfsup.views.preprocess import Preprocess
 
 TINY = ["data.source=digits-plain", "data.image_size=16", "data.num_workers=0", "train.batch_size=32",
@@ -215,3 +215,31 @@ def test_auto_picks_a_path_and_logs_it(capsys):
     line = next(line for line in capsys.readouterr().err.splitlines() if "data.augment=auto" in line)
     assert f"using {trainer.data.augment}" in line and "ms per batch" in line
     assert trainer.step([next(iter(trainer.data.loader))])["loss"] > 0
+
+
+def test_resize_ramp_grows_from_the_start_size_to_the_image_size():
+    ramp = ResizeRamp(start_size=16, final_size=32, start=0.25, end=0.75, multiple=8)
+    assert [ramp.size_at(p) for p in (0.0, 0.25, 0.3, 0.5, 0.7, 0.75, 1.0)] == [16, 16, 16, 24, 32, 32, 32]
+    assert ramp.scaled(16, 0.0) == 8 and ramp.scaled(16, 1.0) == 16  # a small crop shrinks in proportion
+    step = ResizeRamp(start_size=16, final_size=30, start=0.5, end=0.5, multiple=8)  # a jump, not a ramp
+    assert (step.size_at(0.49), step.size_at(0.5)) == (16, 30)
+    views = DeviceViews(ViewSpec((CropSpec(count=2), CropSpec(count=3, size=16))), Preprocess(32, [0.5] * 3, [0.25] * 3), ramp=ramp)
+    batch = {"images": torch.rand(4, 3, 40, 40), "view_params": torch.tensor(
+        [[draw_view_params(40, 40, CropSpec(), sample_generator(0, 0, i * 5 + v)).row() for v in range(5)]
+         for i in range(4)], dtype=torch.float32)}
+    assert [v.shape[-1] for v in views(batch, progress=0.0)["views"]] == [16, 16, 8, 8, 8]
+    assert [v.shape[-1] for v in views(batch, progress=1.0)["views"]] == [32, 32, 16, 16, 16]
+
+
+def test_progressive_resize_trains_at_growing_sizes_and_refuses_what_it_cannot_do(tmp_path):
+    ramp = ["data.image_size=24", "data.augment=device", "data.progressive_resize={start_size: 8, ramp: [0.0, 1.0]}",
+            "train.max_steps=4"]
+    run = selfsup.train("demo", [*TINY, *TINY_SIMCLR, *ramp, f"runs_dir={tmp_path}", "name=ramp"])
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["view_size"] for r in records] == [8, 16, 16, 24] and all(np.isfinite([r["loss"] for r in records]))
+    with pytest.raises(ValueError, match="data.augment=device"):  # the worker path makes each view on its own
+        build_config("demo", ["data.progressive_resize={start_size: 16}"])
+    with pytest.raises(ValueError, match="start_size"):
+        build_config("demo", ["data.augment=device", "data.progressive_resize={start_size: 48}"])
+    with pytest.raises(ValueError, match="patch masks"):  # MAE's masks are drawn for full-size views
+        selfsup.train("mae", [*TINY[:-1], *ramp, f"runs_dir={tmp_path}", "name=mae"])

@@ -20,6 +20,25 @@ class SettingsModel(_Section):
     protocol's ``eval.<name>``): a misspelt key fails with its dotted path."""
 
 
+class ProgressiveResize(_Section):
+    """Low resolution early (progressive resizing: Howard's fast.ai DAWNBench ImageNet runs; FFCV's ResNet
+    recipes): the training views start at ``start_size`` and grow linearly to ``data.image_size`` between the
+    progress fractions ``ramp`` (of the steps or of the budget), rounded to a multiple of ``multiple`` pixels;
+    crops of a size of their own (multi-crop's small ones) shrink in proportion. A convolutional step costs in
+    proportion to its pixels, so the early low-resolution steps are several times cheaper."""
+    start_size: int = Field(16, ge=8)
+    ramp: tuple[float, float] = (0.3, 0.7)
+    multiple: int = Field(8, ge=1)
+
+    @field_validator("ramp")
+    @classmethod
+    def _ramp_ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 <= value[0] <= value[1] <= 1.0:
+            raise ValueError(f"must be two progress fractions start <= end within 0..1 (e.g. [0.3, 0.7]), not "
+                             f"{list(value)}")
+        return value
+
+
 class DataConfig(_Section):
     source: str = "digits"  # an embedded dataset name, an image folder or a .npz file
     image_size: int = Field(32, ge=8)
@@ -70,8 +89,23 @@ class DataConfig(_Section):
     augment: Literal["workers", "device", "auto"] = "workers"
     cache: bool = False  # image folders: decode once into <runs_dir>/.cache, reused by later runs (selfsup.data.cache)
     cache_size: int | None = Field(None, ge=8)  # side of the cached squares; None: round(1.25 * image_size)
+    # Smaller training views early in the run (ProgressiveResize; made on the device: data.augment=device or
+    # auto). None: every step at data.image_size.
+    progressive_resize: ProgressiveResize | None = None
     mean: list[float] | None = None  # per-channel normalisation; None = measured from the data
     std: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _resize_starts_smaller(self) -> DataConfig:
+        resize = self.progressive_resize
+        if resize is not None and resize.start_size > self.image_size:
+            raise ValueError(f"data.progressive_resize.start_size={resize.start_size} is larger than "
+                             f"data.image_size={self.image_size}: the views grow from start_size to image_size; set "
+                             "a start_size below it")
+        if self.augment == "workers" and resize is not None:
+            raise ValueError("data.progressive_resize needs the views made on the training device, a batch at one "
+                             "size: set data.augment=device (or auto; data.cache=true for an image folder)")
+        return self
 
 
 class BackboneConfig(_Section):

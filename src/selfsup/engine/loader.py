@@ -25,7 +25,7 @@ from selfsup.engine.checkpoint import LoopState, rng_state, set_rng_state
 from selfsup.fields import IMAGE
 from selfsup.views.dataset import (EpochBatchSampler, ViewCollate, ViewDataset, channel_kind_of, fixed_image_size,
                                    viewed_field)
-from selfsup.views.device import DeviceViews, seconds_per_batch
+from selfsup.views.device import DeviceViews, ResizeRamp, seconds_per_batch
 from selfsup.views.preprocess import Preprocess
 from selfsup.views.spec import ViewSpec
 
@@ -46,10 +46,12 @@ class BatchToDevice:
             return [self._move(v) for v in value]
         return value
 
-    def __call__(self, batch: dict) -> dict:
+    def __call__(self, batch: dict, progress: float = 1.0) -> dict:
+        """The batch on the device; ``progress`` (of training, in [0, 1]) sets the view sizes under
+        ``data.progressive_resize``."""
         batch = self._move(batch)
         if "images" in batch:  # data.augment=device: the views are made here, a batch at a time
-            batch = self.device_views(batch)
+            batch = self.device_views(batch, progress)
         if self.channels_last:
             batch["views"] = [v.contiguous(memory_format=torch.channels_last) for v in batch["views"]]
         return batch
@@ -63,6 +65,11 @@ class TrainData:
     to_device: BatchToDevice
     accumulate: int  # micro-batches per optimizer step
     epoch_batches: int  # micro-batches this rank takes per epoch (the incomplete last one dropped)
+
+    def view_size(self, progress: float) -> int | None:
+        """The side of the full-size views at ``progress`` under ``data.progressive_resize``, else None."""
+        views = self.to_device.device_views
+        return views.ramp.size_at(progress) if views.ramp is not None and self.augment == "device" else None
 
     @property
     def batches_per_epoch(self) -> int:
@@ -138,7 +145,8 @@ def build_train_data(cfg: Config, source, views: ViewSpec, preprocess: Preproces
                          f"images, more than one epoch holds ({len(source)} images over {world} process(es)): "
                          "lower train.accumulate or train.batch_size, or add data")
     kind = channel_kind_of(source)
-    to_device = BatchToDevice(dist_info.device, DeviceViews(views, preprocess, kind), channels_last)
+    ramp = resize_ramp(cfg, views)
+    to_device = BatchToDevice(dist_info.device, DeviceViews(views, preprocess, kind, ramp), channels_last)
 
     def make_loader(augment: str) -> DataLoader:
         workers = cfg.data.num_workers
@@ -147,8 +155,25 @@ def build_train_data(cfg: Config, source, views: ViewSpec, preprocess: Preproces
                           pin_memory=dist_info.device.type == "cuda", worker_init_fn=_worker_init if workers else None,
                           persistent_workers=False, prefetch_factor=4 if workers else None)
 
-    augment = choose_augment(cfg.data.augment, source, make_loader, to_device, log)
+    # Progressive resizing sizes each batch's views on the device: "auto" means the device there.
+    augment = choose_augment("device" if ramp else cfg.data.augment, source, make_loader, to_device, log)
+    if ramp and augment != "device":
+        raise ValueError(f"data.progressive_resize: the views of {source.name} are made in the DataLoader workers "
+                         "(see the line above), and progressive resizing needs them made on the device; remove "
+                         "data.progressive_resize, or use data.cache=true for an image folder of mixed sizes")
     return TrainData(make_loader(augment), sampler, augment, to_device, tc.accumulate, epoch_batches)
+
+
+def resize_ramp(cfg: Config, views: ViewSpec) -> ResizeRamp | None:
+    """``data.progressive_resize`` as the device stage applies it, or None."""
+    resize = cfg.data.progressive_resize
+    if resize is None:
+        return None
+    if views.masks is not None:
+        raise ValueError("data.progressive_resize: this method draws patch masks for views of data.image_size, which "
+                         "smaller views would not match; progressive resizing is for methods without masks "
+                         "(remove data.progressive_resize)")
+    return ResizeRamp(resize.start_size, cfg.data.image_size, resize.ramp[0], resize.ramp[1], resize.multiple)
 
 
 def holds_images(source) -> bool:

@@ -115,7 +115,7 @@ class Trainer:
         total_loss = 0.0
         metrics: dict[str, float] = {}
         for i, batch in enumerate(micro_batches):
-            batch = self.data.to_device(batch)
+            batch = self.data.to_device(batch, progress)
             with self.model.no_sync(last_micro_batch=i == len(micro_batches) - 1):
                 with autocast(self.precision, self.device):
                     out = self.model(batch)
@@ -124,6 +124,8 @@ class Trainer:
                 (loss / len(micro_batches)).backward()
             total_loss += loss.detach() / len(micro_batches)
             metrics.update(out.metrics)
+        if (size := self.data.view_size(progress)) is not None:
+            metrics["view_size"] = size  # data.progressive_resize: the logged curve shows where the sizes grew
         if self.cfg.optim.grad_clip:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.cfg.optim.grad_clip)
             metrics["grad_norm"] = float(full_value(grad_norm))  # under FSDP, a norm over every rank's shards

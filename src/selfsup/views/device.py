@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 
@@ -99,23 +100,59 @@ def crop_resize_flip(images: torch.Tensor, geometry: torch.Tensor, size: int) ->
     return out
 
 
+@dataclass(frozen=True)
+class ResizeRamp:
+    """Progressive resizing (``data.progressive_resize``, :class:`selfsup.config.sections.ProgressiveResize`):
+    the side of the full-size views at a training progress in [0, 1]. ``start_size`` until progress ``start``,
+    then linear to ``final_size`` at ``end``, rounded (halves up) to the nearest multiple of ``multiple`` within
+    [start_size, final_size]; ``final_size`` from ``end`` on, exactly."""
+
+    start_size: int
+    final_size: int
+    start: float
+    end: float
+    multiple: int = 8
+
+    def size_at(self, progress: float) -> int:
+        if progress >= self.end:
+            return self.final_size
+        if progress <= self.start:
+            return self.start_size
+        t = (progress - self.start) / (self.end - self.start)
+        size = self.start_size + t * (self.final_size - self.start_size)
+        return min(self.final_size, max(self.start_size, int(size / self.multiple + 0.5) * self.multiple))
+
+    def scaled(self, size: int, progress: float) -> int:
+        """A crop of its own ``size`` (multi-crop's small crops) at ``progress``: shrunk in proportion."""
+        return max(1, round(size * self.size_at(progress) / self.final_size))
+
+
 class DeviceViews:
     """The device stage for one method's :class:`ViewSpec`: turns a batch as the collate step delivers it in
     device mode (``images`` (B, C, H, W) and ``view_params`` (B, views, NUM_GEOMETRY + NUM_PARAMS), already on
     the device) into the batch the method expects (``views``: normalised float (B, C, size, size) per view,
     in ``ViewSpec`` order; crops without a size of their own take ``preprocess.image_size``, and the views are
-    normalised with its mean and std). Every other key passes through."""
+    normalised with its mean and std). Every other key passes through. With a :class:`ResizeRamp` the views
+    of a step at ``progress`` take its sizes instead (the crop boxes are the same: only the output grid
+    shrinks)."""
 
-    def __init__(self, views: ViewSpec, preprocess: Preprocess, channel_kind: str | None = None):
+    def __init__(self, views: ViewSpec, preprocess: Preprocess, channel_kind: str | None = None,
+                 ramp: ResizeRamp | None = None):
         self.groups = [(crop.count, crop.size or preprocess.image_size) for crop in views.crops]
         self.mean, self.std = preprocess.mean_std()
-        self.kind = channel_kind
+        self.kind, self.ramp = channel_kind, ramp
 
-    def __call__(self, batch: dict) -> dict:
+    def sizes_at(self, progress: float) -> list[int]:
+        """The side of each crop group's views at ``progress``."""
+        if self.ramp is None:
+            return [size for _, size in self.groups]
+        return [self.ramp.scaled(size, progress) for _, size in self.groups]
+
+    def __call__(self, batch: dict, progress: float = 1.0) -> dict:
         images = batch["images"]
         mean, std = self.mean.to(images.device), self.std.to(images.device)
         views, first = [], 0
-        for count, size in self.groups:
+        for (count, _), size in zip(self.groups, self.sizes_at(progress)):
             params = batch["view_params"][:, first:first + count]  # (B, count, NUM_GEOMETRY + NUM_PARAMS)
             group = crop_resize_flip(images, params[..., GEOMETRY], size)  # (B, count, C, size, size)
             # One photometric call for the whole group: views and their parameters stacked view-major.
