@@ -62,13 +62,17 @@ def cifar10_folder() -> Path:
     return target
 
 
-def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None,
+               valued: tuple[str, ...] = ()) -> argparse.Namespace:
     """``parser.parse_args()``, with every ``key=value`` word an override wherever it stands: also after a
     list option (``--only a b key=value``), which would otherwise take it as one more name. So the commands
-    that the tables show, overrides after the names, run as shown."""
+    that the tables show, overrides after the names, run as shown. The word after an option of ``valued``
+    is that option's value, '=' or not."""
     argv = sys.argv[1:] if argv is None else argv
-    overrides = [word for word in argv if "=" in word and not word.startswith("-")]
-    args = parser.parse_args([word for word in argv if word not in overrides])
+    kept = {i + 1 for i, word in enumerate(argv) if word in valued}
+    overrides = [w for i, w in enumerate(argv) if "=" in w and not w.startswith("-") and i not in kept]
+    args = parser.parse_args([w for i, w in enumerate(argv)
+                              if i in kept or not ("=" in w and not w.startswith("-"))])
     args.overrides = [*getattr(args, "overrides", []), *overrides]
     return args
 

@@ -28,3 +28,11 @@ def test_overrides_keep_their_order_wherever_they_stand():
     args = parse_args(bench_parser(), ["optim.lr=1", "--only", "b", "optim.lr=2"])
     assert args.only == ["b"] and args.overrides == ["optim.lr=1", "optim.lr=2"]
     assert parse_args(bench_parser(), []).overrides == []
+
+
+def test_the_value_of_a_valued_option_stays_with_it():
+    parser = bench_parser()
+    parser.add_argument("--variant", action="append")
+    args = parse_args(parser, ["--variant", "ramp=data.progressive_resize={start_size: 16}", "seed=1",
+                               "--variant", "base="], valued=("--variant",))
+    assert args.variant == ["ramp=data.progressive_resize={start_size: 16}", "base="] and args.overrides == ["seed=1"]
