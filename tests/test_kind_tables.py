@@ -98,6 +98,18 @@ def test_the_encoder_embeds_categories_and_missing_values():
         build_backbone("table_transformer_tiny", 1)
 
 
+def test_flatten_pooling_puts_every_feature_token_side_by_side():
+    torch.manual_seed(0)
+    encoder = build_backbone("table_transformer_tiny", 1, cardinalities=[0, 3, 0], embed_dim=16, depth=1,
+                             num_heads=2, num_registers=2, global_pool="flatten").eval()
+    rows = torch.rand(5, 2, 3)
+    rows[:, 1] = 1.0
+    with torch.no_grad():
+        out, tokens = encoder(rows), encoder.forward_tokens(rows)["patches"]
+    assert encoder.num_features == 48 and out.shape == (5, 48)
+    assert torch.equal(out.view(5, 3, 16), tokens)  # feature j's token at columns 16 j .. 16 j + 15, no registers
+
+
 def test_gbdt_protocol_scores_features():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 300)

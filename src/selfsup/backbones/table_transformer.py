@@ -5,7 +5,9 @@ Every column becomes a token: a numeric value x_j is ``x_j w_j + b_j``, a catego
 ``E_j[c] + b_j`` (a category embedding per column), and a value that is missing or hidden by a view is the
 column's learned "missing" token ``m_j``. The per-column biases tell the tokens apart (they are the positions
 of a row's features). The tokens go through :class:`~selfsup.backbones.token_transformer.TokenTransformer`;
-pooled features are the mean of the feature tokens (``global_pool: avg``) or the class token.
+pooled features are the mean of the feature tokens (``global_pool: avg``), the class token (``token``), or
+every feature token side by side (``flatten``: F x embed_dim features, the representation T-JEPA's probes read,
+Thimonier et al. 2024; a row's columns have fixed positions, so concatenating them keeps which feature said what).
 
 Input: (B, 2, F) rows of :mod:`selfsup.data.tables` (encoded values, presence). The column layout,
 ``cardinalities`` (0 for a numeric column, the number of categories of a categorical one), comes from the
@@ -66,16 +68,19 @@ class TableTransformer(nn.Module):
                      "embed_dim": embed_dim, "depth": depth, "num_heads": num_heads, "mlp_ratio": mlp_ratio,
                      "num_registers": num_registers, "global_pool": global_pool}
         self.tokenizer = FeatureTokenizer(list(cardinalities), embed_dim)
-        self.trunk = TokenTransformer(embed_dim, depth, num_heads, mlp_ratio, num_registers, global_pool)
-        self.embed_dim = self.num_features = embed_dim
+        self.flatten = global_pool == "flatten"
+        self.trunk = TokenTransformer(embed_dim, depth, num_heads, mlp_ratio, num_registers,
+                                      "avg" if self.flatten else global_pool)
         self.num_tokens = len(cardinalities)
+        self.embed_dim = embed_dim
+        self.num_features = embed_dim * self.num_tokens if self.flatten else embed_dim
         self.grid_size = (self.num_tokens,)
 
     def forward_tokens(self, rows: torch.Tensor, keep_indices: torch.Tensor | None = None) -> dict:
         return self.trunk.encode(self.tokenizer(rows), keep_indices)
 
     def pool(self, tokens: dict) -> torch.Tensor:
-        return self.trunk.pool(tokens)
+        return tokens["patches"].flatten(1) if self.flatten else self.trunk.pool(tokens)
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
         return self.pool(self.forward_tokens(rows))
