@@ -20,9 +20,13 @@ from selfsup.data.splits import subset
 from selfsup.fields import IMAGE_FIELDS, IMAGE_TEXT_FIELDS
 
 HAS_PYARROW = importlib.util.find_spec("pyarrow") is not None
-# open_digits().train.fingerprint() (and .test's) before digits-captions existed: the images must not change.
-DIGITS_FINGERPRINTS = ("ddcb5fbee2ca26ca", "0745b180ec62cd15")
-DIGITS_PLAIN_FINGERPRINTS = ("6207efaaffaa72c4", "8e6311cb32f720f9")
+# open_digits().train.fingerprint() (and .test's): the images must not change with digits-captions, nor between
+# CPUs. Rendered in float64 since 2026-12-02: in float32, MKL's AVX-512 matmul (affine_grid on Intel CPUs) moved a
+# few pixels across the uint8 rounding (an Intel Xeon drew other train images than an AMD EPYC, which MKL serves
+# with its AVX2 kernels; MKL_ENABLE_INSTRUCTIONS=AVX2 reproduced the AMD images there); float64 draws the same
+# images under MKL's SSE4.2, AVX2 and AVX-512 kernels.
+DIGITS_FINGERPRINTS = ("0735703c2e12aa33", "294c677ee5bdfe2c")
+DIGITS_PLAIN_FINGERPRINTS = ("5ee92e1456209a12", "1b6669003dfdd253")
 
 
 def images(n: int) -> np.ndarray:
@@ -265,7 +269,7 @@ def test_digits_captions():
 
 
 def test_digits_images_are_unchanged():
-    digits, plain = open_data("digits"), open_data("digits-plain")
+    digits, plain = open_data("digits"), open_data("digits-plain")  # (on every CPU: see DIGITS_FINGERPRINTS)
     assert (digits.train.fingerprint(), digits.test.fingerprint()) == DIGITS_FINGERPRINTS
     assert (plain.train.fingerprint(), plain.test.fingerprint()) == DIGITS_PLAIN_FINGERPRINTS
     assert not has_text(digits.train) and digits.train.fields == IMAGE_FIELDS

@@ -84,8 +84,10 @@ def _torchrun(tmp_path, name, *extra, resume=None):
 
 def _finish(proc):
     _, err = proc.communicate(timeout=300)
-    # torchrun's own warnings would hide the workers' traceback
-    assert proc.returncode == 0, "\n".join(line for line in err.splitlines() if "[rank" in line or "Error" in line)[-4000:]
+    # torchrun's own warnings would hide the workers' traceback: the lines that name a rank or an error first,
+    # then the end of the log as it is (a worker's traceback is not always prefixed by its rank)
+    named = "\n".join(line for line in err.splitlines() if "[rank" in line or "Error" in line)[-3000:]
+    assert proc.returncode == 0, f"{named}\n--- end of the log ---\n{err[-3000:]}"
 
 
 def _backbones_equal(a, b, atol):

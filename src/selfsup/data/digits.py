@@ -91,7 +91,8 @@ def _draw_geometry(rng: np.random.Generator, n: int, height_range: tuple[float, 
 
 def _draw_masks(shapes: np.ndarray, height: np.ndarray, width: np.ndarray, theta: np.ndarray, shear: np.ndarray,
                 centre_x: np.ndarray, centre_y: np.ndarray) -> torch.Tensor:
-    """Render 8x8 shapes at the given geometry (see :func:`_draw_geometry`) as stroke coverage in [0, 1]."""
+    """Render 8x8 shapes at the given geometry (see :func:`_draw_geometry`) as stroke coverage in [0, 1]
+    (float64)."""
     n = len(shapes)
     cos, sin = np.cos(theta), np.sin(theta)
     # Inverse map every canvas pixel into the 8x8 grid and sample bilinearly (zero outside). In the
@@ -104,8 +105,10 @@ def _draw_masks(shapes: np.ndarray, height: np.ndarray, width: np.ndarray, theta
         np.stack([half * a, half * b, a * (half - centre_x) + b * (half - centre_y)], 1),
         np.stack([half * c, half * d, c * (half - centre_x) + d * (half - centre_y)], 1),
     ], 1)
-    grid = F.affine_grid(torch.from_numpy(theta_t).float(), [n, 1, SIZE, SIZE], align_corners=False)
-    source = torch.from_numpy(np.ascontiguousarray(shapes, dtype=np.float32) / 16.0)[:, None]
+    # In float64: torch's float32 kernels round differently on AVX2 and AVX-512 CPUs (FMA, vector widths), which
+    # moved a few of the 1M pixels of a split across the uint8 rounding; float64 keeps every CPU's images equal.
+    grid = F.affine_grid(torch.from_numpy(theta_t), [n, 1, SIZE, SIZE], align_corners=False)
+    source = torch.from_numpy(np.ascontiguousarray(shapes, dtype=np.float64) / 16.0)[:, None]
     value = F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0]
     # Soft threshold: smooth stroke edges instead of a blurry blob.
     t = value.sub_(_STROKE_LO).div_(_STROKE_HI - _STROKE_LO).clamp_(0, 1)
@@ -159,7 +162,7 @@ def _render(rng: np.random.Generator, shapes: np.ndarray, targets: np.ndarray, p
     geometry = _draw_geometry(rng, n, spec["height"])  # kept: the captions of digits-captions describe it
     image = _draw_masks(shapes[ids], **geometry)
     if style == "noisy":
-        noise = torch.from_numpy(rng.standard_normal(image.shape, dtype=np.float32))
+        noise = torch.from_numpy(rng.standard_normal(image.shape, dtype=np.float32)).double()
         image = image.mul_(spec["contrast"]).add_(spec["background"]).add_(noise, alpha=spec["noise"]).clamp_(0, 1)
     gray = image.mul_(255).round_().to(torch.uint8)
     return gray[:, None].expand(-1, 3, -1, -1).numpy().copy(), labels.astype(np.int64), ids, geometry
