@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torchvision.transforms.v2.functional as TF
 
+from selfsup.backbones import build_backbone
 from selfsup.views.preprocess import eval_transform
 from selfsup.eval.features import extract_features, feature_cache_key, raw_pixel_features
 from selfsup.eval.knn import knn_accuracy, knn_classify
@@ -385,6 +386,14 @@ def test_extract_features_cache(tmp_path):
     assert feature_cache_key(net, source, image_size=17, mean=MEAN, std=STD) != key
     net.bn.running_mean += 1
     assert feature_cache_key(net, source, image_size=16, mean=MEAN, std=STD) != key
+    # an option that changes the features and not the weights (how the tokens are pooled) changes the key
+    torch.manual_seed(0)
+    avg = build_backbone("table_transformer_tiny", 1, cardinalities=[0, 0], depth=1)
+    torch.manual_seed(0)
+    flat = build_backbone("table_transformer_tiny", 1, cardinalities=[0, 0], depth=1, global_pool="flatten")
+    assert avg.state_dict().keys() == flat.state_dict().keys()
+    assert feature_cache_key(avg, source, image_size=16, mean=MEAN, std=STD) != feature_cache_key(
+        flat, source, image_size=16, mean=MEAN, std=STD)
 
 
 def test_raw_pixel_features():

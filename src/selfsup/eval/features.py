@@ -83,8 +83,10 @@ def feature_cache_key(backbone: nn.Module, source, *, image_size: int, mean, std
         "mean": [float(m) for m in mean],
         "std": [float(s) for s in std],
         "autocast_dtype": str(autocast_dtype) if autocast_dtype is not None else None,
+        # the constructor options: some change the features and not the weights (global_pool: avg, token, flatten)
+        "spec": getattr(backbone, "spec", None),
     }
-    h.update(json.dumps(header, sort_keys=True).encode())
+    h.update(json.dumps(header, sort_keys=True, default=str).encode())
     for name, value in backbone.state_dict().items():
         h.update(name.encode() + b"\0")
         if isinstance(value, torch.Tensor):
