@@ -118,3 +118,18 @@ def test_gbdt_protocol_scores_features():
     result = PROTOCOLS["gbdt"].run(FeatureSplits(features[:200], y[:200], features[200:], y[200:]),
                                    PROTOCOLS["gbdt"].settings(), 0)
     assert result["gbdt_top1"] > 0.9
+
+
+def test_gbdt_projects_wide_features_on_their_principal_components():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 300)
+    signal = rng.standard_normal((300, 1)) + 3 * labels[:, None]
+    features = torch.from_numpy(np.hstack([signal * 5, rng.standard_normal((300, 40))])).float()  # 41 wide
+    y = torch.from_numpy(labels)
+    splits = FeatureSplits(features[:200], y[:200], features[200:], y[200:])
+    train, test = PROTOCOLS["gbdt"].principal_components(splits.train, splits.test, 8)
+    assert train.shape == (200, 8) and test.shape == (100, 8)
+    assert torch.allclose(train.mean(0), torch.zeros(8, dtype=train.dtype), atol=1e-9)
+    messages = []
+    result = PROTOCOLS["gbdt"].run(splits, PROTOCOLS["gbdt"].settings(max_features=8), 0, log=messages.append)
+    assert result["gbdt_top1"] > 0.9 and "41 features projected on their 8 leading principal components" in messages[0]
