@@ -47,7 +47,8 @@ def main() -> None:
                "run": name}
         runs.append(row)
         print(row, flush=True)
-    summary = "; ".join(f"{r['overrides']}: kNN@20 {100 * r['knn_top1@20']:.1f}, {r['images_per_s']:.0f} images/s, "
+    shared = f"every run with {' '.join(args.overrides)}: " if args.overrides else ""
+    summary = shared + "; ".join(f"{r['overrides']}: kNN@20 {100 * r['knn_top1@20']:.1f}, {r['images_per_s']:.0f} images/s, "
                         f"{r['epochs']} epochs" for r in runs)
     shown = " ".join(["benchmarks/levers.py", f"--recipe {args.recipe}", f"--budget {args.budget}",
                       *(f"--variant {shlex.quote(v)}" for v in args.variant), *map(shlex.quote, args.overrides),
