@@ -48,8 +48,8 @@ def main() -> None:
         runs.append(row)
         print(row, flush=True)
     shared = f"every run with {' '.join(args.overrides)}: " if args.overrides else ""
-    summary = shared + "; ".join(f"{r['overrides']}: kNN@20 {100 * r['knn_top1@20']:.1f}, {r['images_per_s']:.0f} images/s, "
-                        f"{r['epochs']} epochs" for r in runs)
+    summary = shared + "; ".join(f"{r['overrides']}: kNN@20 {100 * r['knn_top1@20']:.1f}, "
+                                 f"{r['images_per_s']:.0f} images/s, {r['epochs']} epochs" for r in runs)
     shown = " ".join(["benchmarks/levers.py", f"--recipe {args.recipe}", f"--budget {args.budget}",
                       *(f"--variant {shlex.quote(v)}" for v in args.variant), *map(shlex.quote, args.overrides),
                       *tag_words(args.tag)])

@@ -105,8 +105,8 @@ def _draw_masks(shapes: np.ndarray, height: np.ndarray, width: np.ndarray, theta
         np.stack([half * a, half * b, a * (half - centre_x) + b * (half - centre_y)], 1),
         np.stack([half * c, half * d, c * (half - centre_x) + d * (half - centre_y)], 1),
     ], 1)
-    # In float64: torch's float32 kernels round differently on AVX2 and AVX-512 CPUs (FMA, vector widths), which
-    # moved a few of the 1M pixels of a split across the uint8 rounding; float64 keeps every CPU's images equal.
+    # In float64: in float32, MKL's AVX-512 matmul inside affine_grid (Intel CPUs; AMD ones get its AVX2 kernels)
+    # rounded a few of a split's 1M pixels across the uint8 boundary; in float64 every CPU draws the same images.
     grid = F.affine_grid(torch.from_numpy(theta_t), [n, 1, SIZE, SIZE], align_corners=False)
     source = torch.from_numpy(np.ascontiguousarray(shapes, dtype=np.float64) / 16.0)[:, None]
     value = F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0]

@@ -68,8 +68,8 @@ class TrainData:
 
     def view_size(self, progress: float) -> int | None:
         """The side of the full-size views at ``progress`` under ``data.progressive_resize``, else None."""
-        views = self.to_device.device_views
-        return views.ramp.size_at(progress) if views.ramp is not None and self.augment == "device" else None
+        ramp = self.to_device.device_views.ramp  # set only when the views are made on the device (build_train_data)
+        return None if ramp is None else ramp.size_at(progress)
 
     @property
     def batches_per_epoch(self) -> int:
