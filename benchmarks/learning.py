@@ -65,8 +65,12 @@ def backbone_key(recipe: str, overrides: list[str]) -> str:
                       sort_keys=True)
 
 
-def baselines_known(dataset: str, key: str, seed: int) -> bool:
+def baselines_known(dataset: str, key: str, seed: int, replacing: Path) -> bool:
+    """Whether some other result file of ``dataset`` carries the random-init and raw-pixel rows of ``key``
+    (``replacing``, the file this cell is about to overwrite, does not count: it would lose them)."""
     for path in RESULTS_DIR.glob(f"learning_{dataset}_*.json"):
+        if path == replacing:
+            continue
         row = json.loads(path.read_text())
         if row.get("backbone_key") == key and row.get("seed") == seed and "random_init" in row["results"]:
             return True
@@ -110,7 +114,8 @@ def measure(dataset: str, recipe: str, seed: int, budget: str, overrides: list[s
     name = f"bench-learning-{dataset}-{recipe}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = ROOT / "benchmarks" / "runs" / name
     key = backbone_key(recipe, overrides)
-    baselines = not baselines_known(dataset, key, seed)
+    out = RESULTS_DIR / f"learning_{dataset}_{recipe}_seed{seed}.json"
+    baselines = not baselines_known(dataset, key, seed, replacing=out)
     cmd = [sys.executable, "-m", "selfsup.cli", "train", recipe, f"data.source={source}", f"name={name}",
            "runs_dir=benchmarks/runs", "train.epochs=null", f"train.budget={budget}", "train.progress=false",
            f"seed={seed}", f"eval.baselines={str(baselines).lower()}", "eval.report=false", *overrides]

@@ -36,3 +36,19 @@ def test_the_value_of_a_valued_option_stays_with_it():
     args = parse_args(parser, ["--variant", "ramp=data.progressive_resize={start_size: 16}", "seed=1",
                                "--variant", "base="], valued=("--variant",))
     assert args.variant == ["ramp=data.progressive_resize={start_size: 16}", "base="] and args.overrides == ["seed=1"]
+
+
+def test_a_forced_learning_cell_does_not_count_its_own_file_as_carrying_the_baselines(tmp_path, monkeypatch):
+    import json
+
+    import learning
+    monkeypatch.setattr(learning, "RESULTS_DIR", tmp_path)
+    row = {"backbone_key": "k", "seed": 0, "results": {"pretrained": {}, "random_init": {"knn_top1@20": 0.1}}}
+    own = tmp_path / "learning_digits_dino_seed0.json"
+    own.write_text(json.dumps(row))
+    # Re-running (--force) the only cell that carries them would overwrite the baselines: measure them again.
+    assert not learning.baselines_known("digits", "k", 0, replacing=own)
+    other = tmp_path / "learning_digits_simclr_seed0.json"
+    other.write_text(json.dumps(row))
+    assert learning.baselines_known("digits", "k", 0, replacing=own)
+    assert not learning.baselines_known("digits", "other-backbone", 0, replacing=own)

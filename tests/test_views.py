@@ -160,7 +160,7 @@ def test_data_hflip_defaults_to_the_data_and_reaches_every_view():
         cfg = build_config(recipe, ["train.max_steps=1", *overrides])
         return {crop.flip_p for crop in build_run_method(cfg, source).views.crops}
 
-    assert flips("dino", digits) == {0.0}  # multi-crop: both crop groups
+    assert flips("dino", digits, "method_options.num_local_crops=2") == {0.0}  # multi-crop: both crop groups
     assert flips("demo", digits, "data.hflip=true") == {0.5}
     assert flips("demo", arrays) == {0.5}
     assert flips("demo", arrays, "data.hflip=false") == {0.0}
