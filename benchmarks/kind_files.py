@@ -1,6 +1,8 @@
 """The embedded demos written out as the files a user would have, for benchmarks/kinds.py's ``*-files`` rows:
 
 - ``digits.csv``: scikit-learn's digits as a CSV (64 pixel-count columns ``x0``..``x63`` and ``label``);
+- ``factors.csv``: the generated table-factors rows as a CSV (``x00``..``x63``, two of them categorical letters,
+  and ``label``);
 - ``sbm-nodes/``: the graph-sbm-nodes graph as an edge list ``edges.csv`` and a node-feature file ``nodes.csv``
   (``id``, 16 feature columns, ``label``);
 - ``shapes-ply/<family>/<i>.ply``: every point-shapes cloud (train and held-out) as a binary little-endian PLY.
@@ -39,6 +41,19 @@ def write_digits_csv(path: Path) -> Path:
     return path
 
 
+def write_factors_csv(path: Path) -> Path:
+    from selfsup.data.table_datasets import generate_factor_table
+
+    names, rows, labels, _ = generate_factor_table()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as file:
+        out = csv.writer(file)
+        out.writerow(names + ["label"])
+        for row, label in zip(rows, labels):
+            out.writerow(row + [label])
+    return path
+
+
 def write_sbm_nodes_folder(root: Path) -> Path:
     train = open_data("graph-sbm-nodes").train  # a NodeSource over the whole graph: x, edges, node_labels
     root.mkdir(parents=True, exist_ok=True)
@@ -64,7 +79,7 @@ def write_shapes_ply_folder(root: Path) -> Path:
     return root
 
 
-WRITERS = {"digits.csv": write_digits_csv, "sbm-nodes": write_sbm_nodes_folder, "shapes-ply": write_shapes_ply_folder}
+WRITERS = {"digits.csv": write_digits_csv, "factors.csv": write_factors_csv, "sbm-nodes": write_sbm_nodes_folder, "shapes-ply": write_shapes_ply_folder}
 
 
 def user_files(folder: Path, name: str) -> Path:

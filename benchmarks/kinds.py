@@ -30,6 +30,8 @@ RUNS = {
                      ["data.source=table-digits", "train.max_steps=200", "train.batch_size=64"]),
     "tjepa-breast-cancer": ("tjepa", "table-breast-cancer (sklearn WDBC, 30 columns, 426 + 143, 2 classes)",
                             ["data.source=table-breast-cancer", "train.max_steps=300", "train.batch_size=32"]),
+    "tjepa-factors": ("tjepa", "table-factors (generated: 12 of 64 columns carry 6 latent clusters, 1,500 + 500)",
+                      ["data.source=table-factors", "train.max_steps=200", "train.batch_size=64"]),
     "point-mae-shapes": ("point-mae", "point-shapes (generated, 12 families, random pose, 1,200 + 360, 256 points)",
                          ["train.max_steps=100", "eval.protocols=[knn,linear]"]),
     # GraphMAE: 1000 steps (200 gave +2.5 / +3.5 on graph-sbm and -1.8 / +2.6 on graph-sbm-nodes, kNN / linear)
@@ -42,6 +44,8 @@ RUNS = {
 FILE_RUNS = {
     "tjepa-digits-csv": ("tjepa-digits", "digits.csv", "digits.csv (sklearn digits written as a CSV, 64 columns + "
                          "label; the loader's 80/20 split)", ["data.label_column=label"]),
+    "tjepa-factors-csv": ("tjepa-factors", "factors.csv", "factors.csv (table-factors written as a CSV, 64 columns "
+                          "+ label; the loader's 80/20 split)", ["data.label_column=label"]),
     "graphmae-sbm-nodes-files": ("graphmae-sbm-nodes", "sbm-nodes", "sbm-nodes/ (graph-sbm-nodes written as "
                                  "edges.csv + nodes.csv; the loader's 80/20 split)", []),
     "point-mae-shapes-ply": ("point-mae-shapes", "shapes-ply", "shapes-ply/ (point-shapes written as 1,560 binary "

@@ -133,3 +133,18 @@ def test_gbdt_projects_wide_features_on_their_principal_components():
     messages = []
     result = PROTOCOLS["gbdt"].run(splits, PROTOCOLS["gbdt"].settings(max_features=8), 0, log=messages.append)
     assert result["gbdt_top1"] > 0.9 and "41 features projected on their 8 leading principal components" in messages[0]
+
+
+def test_the_generated_factor_table_hides_its_class_in_a_few_mutually_predictive_columns():
+    splits = open_data("table-factors")
+    again = open_data("table-factors")
+    assert (len(splits.train), len(splits.test)) == (1500, 500)
+    np.testing.assert_array_equal(splits.train.rows, again.train.rows)  # a fixed seed: the same demo everywhere
+    assert sorted(np.bincount(splits.test.labels)) == [83, 83, 83, 83, 84, 84]  # stratified, 6 balanced classes
+    assert sorted(c for c in splits.train.table_stats.cardinalities if c) == [4, 4]  # two categorical columns
+    values = splits.train.rows[:, 0]
+    numeric = [j for j, c in enumerate(splits.train.table_stats.cardinalities) if not c]
+    correlation = np.abs(np.corrcoef(values[:, numeric].T)) - np.eye(len(numeric))
+    # the signal columns predict one another; the noise columns are independent of everything
+    strongly_tied = (correlation.max(axis=1) > 0.3).sum()
+    assert 8 <= strongly_tied <= 12
