@@ -86,7 +86,7 @@ KIND_PIPELINES.add("table", KindPipeline(make_view=make_table_view, collate=coll
                                          eval_input=lambda row: row.float(), raw_features=raw_row_features,
                                          default_views=default_table_views,
                                          data_hint="a .csv / .parquet table or a table-* dataset (table-wine, "
-                                                   "table-breast-cancer, table-digits)"))
+                                                   "table-breast-cancer, table-digits, table-factors)"))
 
 
 @MASK_STRATEGIES.register("feature_subsets")
