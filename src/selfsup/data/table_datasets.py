@@ -5,11 +5,11 @@ with a fixed stratified held-out quarter (seed 0).
 - ``table-breast-cancer``: 569 tumours, 30 cell-nucleus measurements, malignant / benign (UCI WDBC);
 - ``table-digits``: 1,797 8x8 digits as 64 pixel-count features (0..16), 10 classes: the same glyphs as the
   embedded image ``digits``, here as columns, with no notion that they form a grid;
-- ``table-factors``: generated (seed 0), 2,000 rows, 6 classes, 64 columns of which only 24 carry the class:
-  each class is a cluster of 4 latent factors, and those 24 columns are noisy non-linear read-outs of the factors
-  (so they predict one another), while the other 40 are independent heavy-tailed noise, and 2 of the 64 are
+- ``table-factors``: generated (seed 0), 2,000 rows, 6 classes, 64 columns of which only 12 carry the class:
+  each class is a cluster of 4 latent factors, and those 12 columns are noisy non-linear read-outs of the factors
+  (so they predict one another), while the other 52 are independent heavy-tailed noise, and 2 of the 64 are
   categorical (a binned factor as a letter). The bundled tables sit at their ceiling (raw features, random-init
-  encoders and GBDT all within a point or two); here the raw features' neighbours are drowned by the noise columns,
+  encoders and GBDT all within a point or two); here the raw features' neighbours are blurred by the noise columns (kNN@20 73.6%, ~85% on the 12 alone),
   which is where predicting feature subsets from one another (T-JEPA) has something to find.
 
 Demos, documented as such: small enough to pre-train on a CPU in seconds, and with the raw-feature and
