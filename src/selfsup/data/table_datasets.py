@@ -10,7 +10,8 @@ with a fixed stratified held-out quarter (seed 0).
   (so they predict one another), while the other 52 are independent heavy-tailed noise, and 2 of the 64 are
   categorical (a binned factor as a letter). The bundled tables sit at their ceiling (raw features, random-init
   encoders and GBDT all within a point or two); here the noise columns blur the raw features' neighbours (kNN@20
-  73.6%, ~85% on the 12 alone), which is where predicting feature subsets from one another (T-JEPA) has something to find.
+  73.6%, ~85% on the 12 alone), which is where predicting feature subsets from one another (T-JEPA) has something
+  to find.
 
 Demos, documented as such: small enough to pre-train on a CPU in seconds, and with the raw-feature and
 gradient-boosting baselines beside every row (the ``gbdt`` protocol).
