@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from selfsup.data import open_data
+from selfsup.data.table_datasets import generate_factor_table
 
 
 def write_ply(path: Path, points: np.ndarray) -> None:
@@ -28,30 +29,27 @@ def write_ply(path: Path, points: np.ndarray) -> None:
     path.write_bytes(header.encode() + np.ascontiguousarray(points, dtype="<f4").tobytes())
 
 
+def write_table_csv(path: Path, names: list[str], rows: list[list], labels: list) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as file:
+        out = csv.writer(file)
+        out.writerow([*names, "label"])
+        for row, label in zip(rows, labels):
+            out.writerow([*row, label])
+    return path
+
+
 def write_digits_csv(path: Path) -> Path:
     import sklearn.datasets  # the benchmark's data; scikit-learn is a dependency
 
     digits = sklearn.datasets.load_digits()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as file:
-        out = csv.writer(file)
-        out.writerow([f"x{j}" for j in range(digits.data.shape[1])] + ["label"])
-        for row, label in zip(digits.data.astype(int).tolist(), digits.target.tolist()):
-            out.writerow(row + [label])
-    return path
+    return write_table_csv(path, [f"x{j}" for j in range(digits.data.shape[1])], digits.data.astype(int).tolist(),
+                           digits.target.tolist())
 
 
 def write_factors_csv(path: Path) -> Path:
-    from selfsup.data.table_datasets import generate_factor_table
-
     names, rows, labels, _ = generate_factor_table()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as file:
-        out = csv.writer(file)
-        out.writerow(names + ["label"])
-        for row, label in zip(rows, labels):
-            out.writerow(row + [label])
-    return path
+    return write_table_csv(path, names, rows, labels)
 
 
 def write_sbm_nodes_folder(root: Path) -> Path:
@@ -79,7 +77,8 @@ def write_shapes_ply_folder(root: Path) -> Path:
     return root
 
 
-WRITERS = {"digits.csv": write_digits_csv, "factors.csv": write_factors_csv, "sbm-nodes": write_sbm_nodes_folder, "shapes-ply": write_shapes_ply_folder}
+WRITERS = {"digits.csv": write_digits_csv, "factors.csv": write_factors_csv, "sbm-nodes": write_sbm_nodes_folder,
+           "shapes-ply": write_shapes_ply_folder}
 
 
 def user_files(folder: Path, name: str) -> Path:

@@ -65,6 +65,11 @@ def backbone_key(recipe: str, overrides: list[str]) -> str:
                       sort_keys=True)
 
 
+def cell_name(dataset: str, recipe: str, seed: int) -> str:
+    """The result file (without ``.json``) of one cell of the learning table."""
+    return f"learning_{dataset}_{recipe}_seed{seed}"
+
+
 def baselines_known(dataset: str, key: str, seed: int, replacing: Path) -> bool:
     """Whether some other result file of ``dataset`` carries the random-init and raw-pixel rows of ``key``
     (``replacing``, the file this cell is about to overwrite, does not count: it would lose them)."""
@@ -114,8 +119,8 @@ def measure(dataset: str, recipe: str, seed: int, budget: str, overrides: list[s
     name = f"bench-learning-{dataset}-{recipe}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = ROOT / "benchmarks" / "runs" / name
     key = backbone_key(recipe, overrides)
-    out = RESULTS_DIR / f"learning_{dataset}_{recipe}_seed{seed}.json"
-    baselines = not baselines_known(dataset, key, seed, replacing=out)
+    own_file = RESULTS_DIR / f"{cell_name(dataset, recipe, seed)}.json"
+    baselines = not baselines_known(dataset, key, seed, replacing=own_file)
     cmd = [sys.executable, "-m", "selfsup.cli", "train", recipe, f"data.source={source}", f"name={name}",
            "runs_dir=benchmarks/runs", "train.epochs=null", f"train.budget={budget}", "train.progress=false",
            f"seed={seed}", f"eval.baselines={str(baselines).lower()}", "eval.report=false", *overrides]
@@ -164,7 +169,7 @@ def main() -> None:
     for method in args.methods or list(recipes):
         for dataset in args.datasets:
             for seed in args.seeds:
-                out = f"learning_{dataset}_{recipes[method]}_seed{seed}"
+                out = cell_name(dataset, recipes[method], seed)
                 if (RESULTS_DIR / f"{out}.json").exists() and not args.force:
                     print(f"{out}: measured already (--force re-runs it)")
                     continue

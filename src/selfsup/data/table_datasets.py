@@ -37,10 +37,11 @@ def _bundled(loader_name: str) -> tuple[list[str], list[list], list[int], list[s
     return names, bunch.data.tolist(), bunch.target.tolist(), [str(t) for t in bunch.target_names]
 
 
-def _open(loader_name: str, name: str, channels: int | None) -> DataSplits:
+def _open(table: tuple[list[str], list[list], list[int], list[str]], name: str, channels: int | None) -> DataSplits:
+    """Splits of (column names, rows, labels, class names)."""
     if channels not in (None, 1):
         raise DataError(f"the {name} table has no channels; leave data.channels unset")
-    names, rows, labels, class_names = _bundled(loader_name)
+    names, rows, labels, class_names = table
     splits = table_splits(names, rows, labels, name=name, seed=0, holdout_fraction=HOLDOUT)
     for source in (splits.train, splits.test):
         source.classes = class_names
@@ -49,17 +50,17 @@ def _open(loader_name: str, name: str, channels: int | None) -> DataSplits:
 
 @DATASETS.register("table-wine")
 def open_wine(channels: int | None = None) -> DataSplits:
-    return _open("load_wine", "table-wine", channels)
+    return _open(_bundled("load_wine"), "table-wine", channels)
 
 
 @DATASETS.register("table-breast-cancer")
 def open_breast_cancer(channels: int | None = None) -> DataSplits:
-    return _open("load_breast_cancer", "table-breast-cancer", channels)
+    return _open(_bundled("load_breast_cancer"), "table-breast-cancer", channels)
 
 
 @DATASETS.register("table-digits")
 def open_table_digits(channels: int | None = None) -> DataSplits:
-    return _open("load_digits", "table-digits", channels)
+    return _open(_bundled("load_digits"), "table-digits", channels)
 
 
 FACTOR_ROWS, FACTOR_CLASSES, FACTOR_LATENTS, FACTOR_SIGNAL, FACTOR_NOISE = 2000, 6, 4, 12, 52
@@ -92,10 +93,4 @@ def generate_factor_table(seed: int = 0) -> tuple[list[str], list[list], list[in
 
 @DATASETS.register("table-factors")
 def open_table_factors(channels: int | None = None) -> DataSplits:
-    if channels not in (None, 1):
-        raise DataError("the table-factors table has no channels; leave data.channels unset")
-    names, rows, labels, class_names = generate_factor_table()
-    splits = table_splits(names, rows, labels, name="table-factors", seed=0, holdout_fraction=HOLDOUT)
-    for source in (splits.train, splits.test):
-        source.classes = class_names
-    return splits
+    return _open(generate_factor_table(), "table-factors", channels)
