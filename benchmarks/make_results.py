@@ -96,6 +96,18 @@ def mean_cell(values: list[float]) -> str:
     return f"{100 * mean:.1f} ± {100 * spread:.1f} ({len(values)} seeds)"
 
 
+def per_seed_cell(seeds: list[dict], cell) -> str:
+    """One value for a single seed; with several, each distinct value with the seeds it came from (the seeds of
+    one recipe may have run on different machines, days or commands)."""
+    groups: dict[str, list[int]] = {}
+    for row in seeds:
+        groups.setdefault(cell(row), []).append(row["seed"])
+    if len(groups) == 1:
+        return next(iter(groups))
+    return "; ".join(f"{value} (seed{'s' if len(ks) > 1 else ''} {', '.join(map(str, ks))})"
+                     for value, ks in groups.items())
+
+
 def learning_rows(rows: list[dict]) -> list[str]:
     """One row per (recipe): its scores (mean over seeds), the random-init and raw-pixel baselines of the same
     backbone configuration (whichever row of that dataset computed them) and the margin; flagged when the kNN
@@ -129,12 +141,17 @@ def learning_rows(rows: list[dict]) -> list[str]:
         if first.get("warnings"):
             seen.append("warned: " + "; ".join(w.split(": ", 1)[-1][:60] for w in first["warnings"]))
         margin_cell = "-" if margin is None else f"{margin:+.1f}{flag}"
+        epochs = per_seed_cell(seeds, lambda r: str(r["epochs"]))
+        speed = per_seed_cell(seeds, lambda r: f"{r['images_per_s']:.0f}")
+        machine = per_seed_cell(seeds, machine_cell)
+        date = per_seed_cell(seeds, lambda r: r["date"])
+        command = per_seed_cell(seeds, lambda r: f"`{r['command']}`")
         lines.append(
             f"| {first['method']}{' (labels)' if first['method'] == 'supcon' else ''} | {recipe} | {first['backbone']} "
             f"| {mean_cell(knn)} | {mean_cell([b.get('knn_top1@20') for b in base if b])} | {margin_cell} "
-            f"| {mean_cell(linear)} | {mean_cell([b.get('linear_top1') for b in base if b])} | {first['epochs']} "
-            f"| {first['images_per_s']:.0f} | {first['peak_memory_mib']} MiB | {', '.join(seen) or '-'} "
-            f"| {machine_cell(first)} | {first['date']} | `{first['command']}` |")
+            f"| {mean_cell(linear)} | {mean_cell([b.get('linear_top1') for b in base if b])} "
+            f"| {epochs} | {speed} | {first['peak_memory_mib']} MiB | {', '.join(seen) or '-'} | {machine} | {date} "
+            f"| {command} |")
     if raw:
         lines.append(f"| raw pixels | - | - | {pct(raw.get('knn_top1@20'))} | - | - | {pct(raw.get('linear_top1'))} "
                      "| - | - | - | - | - | - | - | - |")

@@ -52,3 +52,20 @@ def test_a_forced_learning_cell_does_not_count_its_own_file_as_carrying_the_base
     other.write_text(json.dumps(row))
     assert learning.baselines_known("digits", "k", 0, replacing=own)
     assert not learning.baselines_known("digits", "other-backbone", 0, replacing=own)
+
+
+def test_the_learning_table_averages_seeds_and_names_each_seeds_machine():
+    from make_results import learning_rows
+
+    def row(seed, knn, machine, speed):
+        return {"recipe": "r", "method": "simclr", "backbone": "small_resnet", "backbone_key": "k", "seed": seed,
+                "epochs": 9.0, "images_per_s": speed, "peak_memory_mib": 100, "machine": machine, "date": "d",
+                "command": f"learning.py --seeds {seed}",
+                "results": {"pretrained": {"knn_top1@20": knn, "linear_top1": knn},
+                            "random_init": {"knn_top1@20": 0.3, "linear_top1": 0.3}}}
+
+    lines = learning_rows([row(0, 0.58, "AMD", 750.0), row(1, 0.60, "Intel", 790.0), row(2, 0.59, "Intel", 790.0)])
+    cells = [cell.strip() for cell in lines[2].split("|")]
+    assert cells[4] == "59.0 ± 1.0 (3 seeds)" and cells[6] == "+29.0"
+    assert "750 (seed 0); 790 (seeds 1, 2)" in cells and "AMD (seed 0); Intel (seeds 1, 2)" in cells
+    assert cells[9] == "9.0" and cells[14] == "d"
