@@ -1,4 +1,5 @@
-"""Distributed semantics of SIGReg (LeJEPA) and of iBOT's patch centring + masked patch loss (docs/ARCHITECTURE.md,
+"""Distributed semantics of SIGReg (LeJEPA), of iBOT's patch centring + masked patch loss and of T-JEPA's
+batch-standardised latent targets (docs/ARCHITECTURE.md,
 "Distributed semantics"): 2 gloo processes x batch B give the loss (averaged over ranks, as DDP averages gradients), the parameter
 gradients and the centre of 1 process x batch 2B, to 1e-5.
 
@@ -14,6 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from distributed_utils import assert_equal_to_one_rank, run_distributed
 from selfsup.losses.distillation import masked_patch_distillation, update_center
+from selfsup.losses.predictive import latent_prediction_loss, standardise_over_batch
 from selfsup.losses.sigreg import sigreg, sigreg_directions
 
 pytestmark = pytest.mark.distributed
@@ -62,6 +64,16 @@ def _ibot_patches(model, data, rank, world_size):
     return loss, {"center": center}
 
 
+def _standardised_latent_prediction(model, data, rank, world_size):
+    """T-JEPA's targets standardised over the global batch: each rank's loss uses the same mean and variance."""
+    teacher = torch.nn.Linear(IN_DIM, OUT_DIM)
+    teacher.load_state_dict(data["teacher_state"])
+    patches = _local(data["patches"][0], rank, world_size)
+    with torch.no_grad():
+        targets = standardise_over_batch(teacher(patches))
+    return latent_prediction_loss(model(patches.flip(1)), targets, kind="l2"), {}
+
+
 def _sigreg_without_autograd_reduce(model, data, rank, world_size):
     """The shipped bug: the batch sums reduced by a collective without autograd (each rank differentiates only
     through its own share). Same value, gradients 1/world too small."""
@@ -80,7 +92,8 @@ def _sigreg_without_autograd_reduce(model, data, rank, world_size):
     return ((error @ (weights * phi)) * n).mean(), {}
 
 
-SCENARIOS = {"sigreg": _sigreg, "ibot_patch_centering_and_loss": _ibot_patches}
+SCENARIOS = {"sigreg": _sigreg, "ibot_patch_centering_and_loss": _ibot_patches,
+             "standardised_latent_prediction": _standardised_latent_prediction}
 
 
 def _run(fn, data, rank, world_size):

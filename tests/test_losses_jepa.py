@@ -1,6 +1,6 @@
 """Losses of the predictive and masked-distillation methods (SIGReg, LeJEPA's view prediction, I-JEPA's latent
 loss, iBOT's masked patch distillation), each against an independent float64 computation written with loops,
-plus the edge cases: a batch of 2, identical embeddings, bf16 inputs."""
+plus the edge cases: a batch of 2, identical embeddings, bf16 inputs; and T-JEPA's batch-standardised targets."""
 import cmath
 import math
 
@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.losses.distillation import masked_patch_distillation
-from selfsup.losses.predictive import latent_prediction_loss, view_prediction_loss
+from selfsup.losses.predictive import latent_prediction_loss, standardise_over_batch, view_prediction_loss
 from selfsup.losses.sigreg import epps_pulley, sigreg, sigreg_directions
 
 
@@ -231,3 +231,16 @@ def test_masked_patch_distillation_identical_outputs_finite_and_teacher_detached
     with pytest.raises(ValueError, match="per view"):
         masked_patch_distillation([logits], [], [mask], torch.zeros(1, 4))
     assert F.softmax(torch.zeros(4), 0).sum() == 1  # sanity of the uniform case above
+
+
+def test_standardise_over_batch_keeps_only_what_differs_between_samples():
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randn(16, 5, 8, generator=gen)
+    out = standardise_over_batch(tokens, eps=0.0)
+    assert torch.allclose(out.mean(dim=0), torch.zeros(5, 8), atol=1e-5)
+    assert torch.allclose(out.var(dim=0, unbiased=False), torch.ones(5, 8), atol=1e-4)
+    # a per-position constant (a column's identity) and a per-position scale are gone from the targets
+    shifted = tokens * torch.rand(1, 5, 8, generator=gen).add(0.5) + 10 * torch.randn(1, 5, 8, generator=gen)
+    assert torch.allclose(standardise_over_batch(shifted, eps=0.0), out, atol=1e-4)
+    with pytest.raises(ValueError, match="batch, tokens, dim"):
+        standardise_over_batch(tokens[0])

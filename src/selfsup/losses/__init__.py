@@ -5,7 +5,7 @@ from selfsup.losses.contrastive import info_nce, mochi_negatives, nt_xent, supco
 from selfsup.losses.distillation import (dino_loss, feature_distillation, masked_patch_distillation, negative_cosine,
                                         similarity_distillation, soft_target_distillation, update_center)
 from selfsup.losses.image_text import clip_loss, convirt_loss, siglip_loss
-from selfsup.losses.predictive import latent_prediction_loss, view_prediction_loss
+from selfsup.losses.predictive import latent_prediction_loss, standardise_over_batch, view_prediction_loss
 from selfsup.losses.reconstruction import masked_patch_mse, masked_pixel_l1
 from selfsup.losses.redundancy import barlow_twins, mixed_barlow_regularizer, vicreg
 from selfsup.losses.sigreg import epps_pulley, sigreg, sigreg_directions
@@ -32,6 +32,7 @@ __all__ = [
     "similarity_distillation",
     "sigreg",
     "sigreg_directions",
+    "standardise_over_batch",
     "sinkhorn_knopp",
     "soft_target_distillation",
     "supcon",

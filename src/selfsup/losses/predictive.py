@@ -2,11 +2,15 @@
 
 Distributed semantics: both losses are means over this rank's samples (every sample has the same number of
 targets and views), which DDP's gradient averaging turns into the global mean; no communication.
+:func:`standardise_over_batch` (a target transform, no gradient) takes its statistics over the global batch
+(sums all-reduced), so every rank standardises with the same mean and variance.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from selfsup.dist import all_reduce_sum
 
 
 def latent_prediction_loss(prediction: torch.Tensor, target: torch.Tensor, kind: str = "smooth_l1",
@@ -47,4 +51,25 @@ def view_prediction_loss(embeddings: torch.Tensor, num_global: int) -> torch.Ten
     return (centres - embeddings).square().mean()
 
 
-__all__ = ["latent_prediction_loss", "view_prediction_loss"]
+@torch.no_grad()
+def standardise_over_batch(tokens: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """Targets standardised per token position and channel over the (global) batch: ``tokens`` (B, N, D)
+    become ``(t - mean_b t) / sqrt(var_b t + eps)``.
+
+    Why: a layer-normalised token has unit energy, so an encoder lowers a latent-prediction loss by letting a
+    part that is the same for every sample (a position's constant, the feature identity of a table column)
+    take a larger share of that energy and shrinking what differs between samples. Removing the batch mean
+    and scaling each position's spread to one leaves only what tells samples apart to be predicted
+    (the per-channel target normalisation of data2vec, Baevski et al. 2022, taken over the batch). float32,
+    no gradient (the targets come from the EMA encoder).
+    """
+    if tokens.ndim != 3:
+        raise ValueError(f"standardise_over_batch expects (batch, tokens, dim) targets, got {tuple(tokens.shape)}")
+    tokens = tokens.float()
+    count = all_reduce_sum(tokens.new_tensor(float(tokens.shape[0])))
+    mean = all_reduce_sum(tokens.sum(dim=0)) / count
+    variance = all_reduce_sum((tokens - mean).square().sum(dim=0)) / count
+    return (tokens - mean) / torch.sqrt(variance + eps)
+
+
+__all__ = ["latent_prediction_loss", "standardise_over_batch", "view_prediction_loss"]

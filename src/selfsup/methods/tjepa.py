@@ -30,7 +30,7 @@ from pydantic import Field
 
 from selfsup.backbones.vit import gather_tokens
 from selfsup.heads.jepa_predictor import JEPAPredictor
-from selfsup.losses.predictive import latent_prediction_loss
+from selfsup.losses.predictive import latent_prediction_loss, standardise_over_batch
 from selfsup.methods.base import METHODS, Method, MethodOptions, StepOutput
 from selfsup.methods.parts.ema import ema_update, frozen_copy
 from selfsup.schedules import linear_ramp
@@ -48,6 +48,8 @@ class TJEPAOptions(MethodOptions):
     loss: Literal["smooth_l1", "l2"] = "smooth_l1"
     momentum: float = Field(0.996, ge=0, le=1)
     final_momentum: float = Field(1.0, ge=0, le=1)
+    # standardise each target token over the batch (per feature and channel): see standardise_over_batch
+    standardise_targets: bool = False
 
 
 def check_token_encoder(backbone: nn.Module, kind: str, method: str) -> None:
@@ -90,8 +92,13 @@ class TJEPA(Method):
         with torch.no_grad():
             tokens = self.target_backbone.forward_tokens(rows)["patches"]
             tokens = F.layer_norm(tokens.float(), tokens.shape[-1:])
+            # the share of a target token's (unit) energy that differs between rows: near 0, the targets are
+            # the columns' constants and the features no longer tell rows apart
+            spread = tokens.var(dim=0).mean()
+            if self.options.standardise_targets:
+                tokens = standardise_over_batch(tokens)
             targets = gather_tokens(tokens, target_indices.reshape(b, m * k_t)).reshape(b, m, k_t, -1)
         context = self.backbone.forward_tokens(rows, keep_indices=context_indices)["patches"]
         predictions = self.predictor(context, context_indices, target_indices, (1, self.backbone.num_tokens))
         loss = latent_prediction_loss(predictions, targets, kind=self.options.loss)
-        return StepOutput(loss=loss, metrics={"ema_momentum": self.momentum}, embeddings=context.mean(dim=1).detach())
+        return StepOutput(loss=loss, metrics={"ema_momentum": self.momentum, "target_spread": float(spread)}, embeddings=context.mean(dim=1).detach())
