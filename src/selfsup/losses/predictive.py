@@ -59,9 +59,9 @@ def standardise_over_batch(tokens: torch.Tensor, eps: float = 1e-4) -> torch.Ten
     Why: a layer-normalised token has unit energy, so an encoder lowers a latent-prediction loss by letting a
     part that is the same for every sample (a position's constant, the feature identity of a table column)
     take a larger share of that energy and shrinking what differs between samples. Removing the batch mean
-    and scaling each position's spread to one leaves only what tells samples apart to be predicted
-    (the per-channel target normalisation of data2vec, Baevski et al. 2022, taken over the batch). float32,
-    no gradient (the targets come from the EMA encoder).
+    and scaling each position's spread to one leaves only what tells samples apart to be predicted. (data2vec,
+    Baevski et al. 2022, normalises its targets per channel over a sample's time steps; here the statistics are
+    over the batch, per position.) float32, no gradient (the targets come from the EMA encoder).
     """
     if tokens.ndim != 3:
         raise ValueError(f"standardise_over_batch expects (batch, tokens, dim) targets, got {tuple(tokens.shape)}")

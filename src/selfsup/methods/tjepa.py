@@ -5,8 +5,9 @@ I-JEPA's latent prediction carried to table rows, where "patches" are features:
 
 1. masks (drawn per sample in the data workers, :class:`~selfsup.views.table.FeatureSubsets`): M target
    subsets of the row's features and a context subset disjoint from them;
-2. targets: the EMA target encoder sees the whole row; its feature tokens, layer-normalised, are gathered at
-   each target subset (no gradient);
+2. targets: the EMA target encoder sees the whole row; its feature tokens, layer-normalised (and, with
+   ``standardise_targets``, standardised over the batch per column and channel), are gathered at each target
+   subset (no gradient); ``target_spread`` logs the share of their energy that differs between rows;
 3. context: the context encoder (the backbone being trained, a feature-token transformer,
    :mod:`selfsup.backbones.table_transformer`) sees only the context features (token dropping);
 4. a narrow transformer predictor (:class:`~selfsup.heads.JEPAPredictor` on the 1 x F grid of features: the
@@ -101,4 +102,5 @@ class TJEPA(Method):
         context = self.backbone.forward_tokens(rows, keep_indices=context_indices)["patches"]
         predictions = self.predictor(context, context_indices, target_indices, (1, self.backbone.num_tokens))
         loss = latent_prediction_loss(predictions, targets, kind=self.options.loss)
-        return StepOutput(loss=loss, metrics={"ema_momentum": self.momentum, "target_spread": float(spread)}, embeddings=context.mean(dim=1).detach())
+        return StepOutput(loss=loss, metrics={"ema_momentum": self.momentum, "target_spread": float(spread)},
+                          embeddings=context.mean(dim=1).detach())
