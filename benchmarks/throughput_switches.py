@@ -26,17 +26,23 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, parse_args, write_row  # noqa: E402
 
+import torch  # noqa: E402
+
+# Every intra-op thread torch starts with (one per core), whatever train.threads=auto would choose.
+ALL_THREADS = torch.get_num_threads()
 PLAIN = ["train.precision=fp32", "train.channels_last=false", "train.compile=false", "optim.fused=false",
-         "data.augment=workers"]
+         "data.augment=workers", f"train.threads={ALL_THREADS}"]
 # (label, what it changes, overrides on top of PLAIN or None for the defaults, extra environment)
 VARIANTS = [
-    ("plain", "fp32, NCHW, eager, foreach AdamW, views made in DataLoader workers", [], {}),
+    ("plain", f"fp32, NCHW, eager, foreach AdamW, views made in DataLoader workers, {ALL_THREADS} intra-op threads",
+     [], {}),
     ("channels_last", "train.channels_last=true", ["train.channels_last=true"], {}),
     ("bf16", "train.precision=bf16 (autocast)", ["train.precision=bf16"], {}),
     ("compile", "train.compile=true (torch.compile of the backbone)", ["train.compile=true"], {}),
     ("device_augment", "data.augment=device (batched crop/colour on the training device)", ["data.augment=device"], {}),
-    ("one_thread", "OMP_NUM_THREADS=1 (one intra-op thread; the worker keeps the other core)", [],
-     {"OMP_NUM_THREADS": "1"}),
+    ("one_thread", "train.threads=1 (one intra-op thread; the workers keep the other cores)", ["train.threads=1"], {}),
+    ("auto_threads", "train.threads=auto (the faster of the two counts, timed over the first steps)",
+     ["train.threads=auto"], {}),
     ("defaults", "selfsup's defaults for the recipe (no switch given)", None, {}),
 ]
 

@@ -33,6 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from selfsup.config import Config
 from selfsup.dist import DistInfo, setup_distributed
+from selfsup.engine.threads import MEASURED_STEPS, TrainingThreads
 from selfsup.engine.trainer import Trainer, build_trainer
 from selfsup.methods import validate_method_options
 from selfsup.runs import build_run_method, environment, log, open_run_data, run_preprocess
@@ -54,6 +55,8 @@ def bench(cfg: Config, steps: int = 30, warmup: int = 5, peaks: dict | None = No
     if steps < 1 or warmup < 0:
         raise ValueError(f"bench needs steps >= 1 and warmup >= 0 (got steps={steps}, warmup={warmup})")
     cfg = cfg.model_copy(deep=True)
+    if cfg.train.threads == "auto":  # it decides within the warm-up, which is lengthened to hold its measurement
+        warmup = max(warmup, MEASURED_STEPS)
     # The schedule (warm-up, cosine, EMA momentum) then runs over the bench, whatever length the recipe sets.
     cfg.train.max_steps = warmup + steps + 1
     dist_info = setup_distributed()
@@ -67,18 +70,21 @@ def bench(cfg: Config, steps: int = 30, warmup: int = 5, peaks: dict | None = No
     batches = trainer.data.step_batches(trainer.state)  # as Trainer.fit draws them, epoch after epoch
     log(f"bench: {warmup} warm-up + {steps} measured steps of {cfg.method} on {cfg.backbone.name}, batch "
         f"{cfg.train.batch_size}, {trainer.precision}, {device}")
+    threads = trainer.training_threads()
     try:
-        _timed_steps(trainer, batches, warmup, sync)
+        _timed_steps(trainer, batches, warmup, sync, threads)
         wall_start = time.perf_counter()
-        parts, last_loss = _timed_steps(trainer, batches, steps, sync)
+        parts, last_loss = _timed_steps(trainer, batches, steps, sync, threads)
         step_time = (time.perf_counter() - wall_start) / steps
         memory = _peak_memory(device, rss_before)  # before the FLOP count, whose eager step may need more
         micro_batches = next(batches)
         # Kernels that torch.compile generated are invisible to FlopCounterMode: the counted step runs eagerly.
         with torch.compiler.set_stance("force_eager") if trainer.model.compiled else nullcontext():
             flops_per_step = count_flops(lambda: trainer.step(micro_batches))
+        training_threads = torch.get_num_threads()
     finally:
         batches.close()  # stops DataLoader workers now rather than at garbage collection
+        threads.restore()
 
     peaks = peaks or measure_peaks(device)
     mfu_precision = "bf16" if trainer.precision == "bf16" else "fp32"
@@ -109,7 +115,8 @@ def bench(cfg: Config, steps: int = 30, warmup: int = 5, peaks: dict | None = No
             "channels_last": trainer.model.channels_last, "compile": cfg.train.compile,
             "compiled": trainer.model.compiled, "augment": trainer.data.augment,
             "optimizer": _optimizer_kernel(trainer.optimizer), "accumulate": cfg.train.accumulate,
-            "num_workers": cfg.data.num_workers, "torch_threads": torch.get_num_threads(),
+            "num_workers": cfg.data.num_workers, "torch_threads": training_threads,
+            "threads": cfg.train.threads,
         },
         "machine": machine_info(dist_info, trainer.precision),
         "config": cfg.model_dump(mode="json"),
@@ -130,7 +137,8 @@ def bench_trainer(cfg: Config, dist_info: DistInfo) -> Trainer:
     return build_trainer(cfg, Path(cfg.runs_dir), method, source, preprocess, dist_info, log)
 
 
-def _timed_steps(trainer: Trainer, batches: Iterator[list[dict]], steps: int, sync: Callable[[], None]):
+def _timed_steps(trainer: Trainer, batches: Iterator[list[dict]], steps: int, sync: Callable[[], None],
+                 threads: TrainingThreads):
     """Run ``steps`` optimizer steps; per step, the seconds of each part of STEP_PARTS, and the last loss.
 
     The optimizer's own step hooks mark where forward+backward ends and the update begins; on CUDA each mark
@@ -150,12 +158,14 @@ def _timed_steps(trainer: Trainer, batches: Iterator[list[dict]], steps: int, sy
     parts, loss = [], None
     try:
         for _ in range(steps):
+            threads.start_step()
             start = time.perf_counter()
             micro_batches = next(batches)
             have_data = time.perf_counter()
             loss = trainer.step(micro_batches)["loss"]
             sync()
             end = time.perf_counter()
+            threads.end_step()
             parts.append({"data_wait": have_data - start, "forward_backward": marks["update_start"] - have_data,
                           "optimizer": marks["update_end"] - marks["update_start"],
                           "after_step": end - marks["update_end"]})

@@ -177,6 +177,17 @@ class TrainConfig(_Section):
     checkpoint_every: int = Field(200, ge=1)  # steps; a checkpoint is also written at the end and on SIGTERM
     monitor_every: int = Field(50, ge=1)  # collapse monitor period (steps)
     progress: bool = True
+    # Intra-op threads of the training step (selfsup.engine.threads): "auto" times all threads against all
+    # less one per DataLoader worker over the first steps on a CPU and trains with the faster; N sets it.
+    # Evaluation after training uses every thread.
+    threads: int | Literal["auto"] = "auto"
+
+    @field_validator("threads")
+    @classmethod
+    def _threads_positive(cls, value: int | str) -> int | str:
+        if value != "auto" and value < 1:
+            raise ValueError(f"must be a positive number of threads or auto, not {value}")
+        return value
 
     @model_validator(mode="after")
     def _sharding_is_eager(self) -> TrainConfig:

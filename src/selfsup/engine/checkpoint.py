@@ -42,6 +42,8 @@ class LoopState:
     # Streamed shards (selfsup.data.stream_order): [rank][stream] -> samples that stream has delivered in this
     # epoch; recomputed from (epoch, batch_in_epoch) on resume, where a mismatch means the shards changed.
     stream_positions: list[list[int]] | None = None
+    # train.threads=auto: the intra-op thread count measured at the start (selfsup.engine.threads), reused on resume.
+    threads: int | None = None
 
 
 def rng_state() -> dict[str, Any]:

@@ -26,6 +26,7 @@ from selfsup.engine.placement import PlacedModel, uses_channels_last
 from selfsup.engine.sharding import full_value
 from selfsup.engine.precision import autocast, resolve_precision
 from selfsup.engine.schedule import PREEMPTED, ProgressBar, Schedule, SegmentClock, StopSignal
+from selfsup.engine.threads import TrainingThreads
 from selfsup.methods import Method
 from selfsup.runs import checkpoint_path, decay_checkpoint_path
 from selfsup.views.preprocess import Preprocess
@@ -66,6 +67,13 @@ class Trainer:
         self.state = load_training_state(path, self.method, self.optimizer, self.dist, sharded=self.model.sharded)
 
     # -- the loop --------------------------------------------------------------------------------------------
+    def training_threads(self) -> TrainingThreads:
+        """The intra-op thread count of the steps from here on, as ``train.threads`` asks (a resumed run keeps
+        the count it measured)."""
+        tc = self.cfg.train
+        return TrainingThreads(tc.threads, self.device, self.data.loader.num_workers, tc.deterministic,
+                               self.state.threads, self.log if self.dist.is_main else lambda message: None)
+
     def fit(self) -> str:
         """Train until the schedule ends, the budget is spent or a stop signal arrives; returns why it stopped,
         "finished" or "preempted". A checkpoint is written every ``train.checkpoint_every`` steps and at the end."""
@@ -74,11 +82,15 @@ class Trainer:
         bar = ProgressBar(self.schedule, self.state, enabled=tc.progress and self.dist.is_main)
         metrics = MetricsLog(self.run_dir, self.state, enabled=self.dist.is_main)
         batches = self.data.step_batches(self.state)
+        threads = self.training_threads()
         try:
             reason = self.schedule.stop_reason(self.state, stop)  # a finished run that is resumed stays finished
             while reason is None:
                 before = self.schedule.progress(self.state)
+                threads.start_step()
                 out = self.step(next(batches))
+                threads.end_step()
+                self.state.threads = threads.measured
                 self.state.images_seen += tc.batch_size
                 self.state.elapsed = clock()
                 if self.lr.enters_decay(before, self.schedule.progress(self.state)):  # where an extension resumes
@@ -96,6 +108,7 @@ class Trainer:
             self.save_checkpoint()
         finally:
             batches.close()  # stops the DataLoader workers now
+            threads.restore()
             stop.uninstall()
             bar.close()
             metrics.close()
