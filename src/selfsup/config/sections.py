@@ -178,7 +178,8 @@ class TrainConfig(_Section):
     monitor_every: int = Field(50, ge=1)  # collapse monitor period (steps)
     progress: bool = True
     # Intra-op threads of the training step (selfsup.engine.threads): "auto" times all threads against all
-    # less one per DataLoader worker over the first steps on a CPU (again every 500) and trains with the faster; N sets it.
+    # less one per DataLoader worker over the first steps on a CPU (again every 500) and trains with the
+    # faster; N sets it.
     # Evaluation after training uses every thread.
     threads: int | Literal["auto"] = "auto"
 
