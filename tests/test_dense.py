@@ -162,7 +162,8 @@ def test_pixpro_consistency_reads_only_positive_pairs():
     assert pair_consistency(online, moved, pairs).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-@pytest.mark.parametrize("name,options", [("pixpro", {}), ("densecl", {}), ("densecl", {"match": "feature"})])
+@pytest.mark.parametrize("name,options", [("pixpro", {}), ("densecl", {}), ("densecl", {"match": "feature"}),
+                                          ("densecl", {"symmetric": True})])
 def test_dense_methods_train_on_the_dense_digits(name, options, dense_digits):
     from selfsup.methods import METHODS
 
@@ -177,3 +178,20 @@ def test_dense_methods_train_on_the_dense_digits(name, options, dense_digits):
     if "boxes" in batch:
         with pytest.raises(ValueError, match="boxes"):
             method({key: value for key, value in batch.items() if key != "boxes"})
+
+
+def test_symmetric_densecl_does_not_depend_on_the_order_of_the_views(dense_digits):
+    import copy
+
+    from selfsup.methods import METHODS
+
+    torch.manual_seed(0)
+    backbone = build_backbone("small_resnet", 3, widths=(8, 8, 16, 16))
+    method = build_method("densecl", backbone, {**METHODS["densecl"].test_options, "symmetric": True})
+    batch = view_batch(method, _small(dense_digits, 8, 8).train, 8, size=32)
+    swapped = {**batch, "views": batch["views"][::-1], "boxes": batch["boxes"].flip(1)}
+    losses = [copy.deepcopy(method)(b).loss.item() for b in (batch, swapped)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    one_way = build_method("densecl", copy.deepcopy(backbone), METHODS["densecl"].test_options)
+    one_way.load_state_dict(method.state_dict())
+    assert one_way(batch).loss.item() != pytest.approx(losses[0], rel=1e-3)

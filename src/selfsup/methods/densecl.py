@@ -11,6 +11,9 @@ global one:
    are a second queue holding each earlier image's mean dense key (the paper's dense queue);
 3. loss = (1 - lambda) * global + lambda * dense (lambda = 0.5, paper section 3.3).
 
+``symmetric=true`` adds the other direction (view b as the query, view a through the key encoder) and averages
+the two, as MoCo v3 does; the paper's loss (the default) has one direction.
+
 Matching (``match``): ``feature``, the paper's rule, takes for each query location the key location whose
 backbone feature (key encoder) is most similar; ``geometry`` (default here) uses the views' crop boxes and
 flips (``batch["boxes"]``, :func:`selfsup.views.geometry.matched_cells`): the key cell nearest to the same
@@ -53,6 +56,7 @@ class DenseCLOptions(SameViewsOptions):
     projector_out_dim: int = Field(128, ge=1)
     dense_weight: float = Field(0.5, ge=0, le=1)  # lambda
     match: Literal["geometry", "feature"] = "geometry"
+    symmetric: bool = False  # both views as queries (as MoCo v3 does); the paper's loss is asymmetric
 
 
 @METHODS.register("densecl")
@@ -80,30 +84,31 @@ class DenseCL(Method):
                            (self.key_dense_projector, self.dense_projector)):
             ema_update(key, query, self.options.momentum)
 
-    def _matches(self, batch: dict, query_map: torch.Tensor, key_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(index of the matched key cell (B, N), which query cells take part (B, N))."""
+    def _matches(self, boxes: torch.Tensor | None, query_map: torch.Tensor,
+                 key_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(index of the matched key cell (B, N), which query cells take part (B, N)); ``boxes`` (B, 2, ...) holds
+        the query view's geometry first."""
         grid = tuple(query_map.shape[-2:])
         if self.options.match == "geometry":
-            boxes = require_boxes(batch, "DenseCL with match=geometry")
             return matched_cells(boxes[:, 0], boxes[:, 1], grid, tuple(key_map.shape[-2:]))
         similarity = torch.einsum("bdi,bdj->bij", F.normalize(query_map.flatten(2), dim=1),
                                   F.normalize(key_map.flatten(2), dim=1))
         index = similarity.argmax(dim=-1)
         return index, torch.ones_like(index, dtype=torch.bool)
 
-    def forward(self, batch: dict) -> StepOutput:
-        view_a, view_b = batch["views"]
-        fmap = feature_map(self.backbone, view_a)
+    def _direction(self, query_view: torch.Tensor, key_view: torch.Tensor, boxes: torch.Tensor | None,
+                   negatives: torch.Tensor, dense_negatives: torch.Tensor) -> dict:
+        """Both losses with ``query_view`` as the query and ``key_view`` through the key encoder."""
+        fmap = feature_map(self.backbone, query_view)
         query = self.projector(fmap.mean(dim=(2, 3)))
         dense_query = self.dense_projector(fmap).flatten(2)  # (B, D, N)
         with torch.no_grad():
-            key_fmap = feature_map(self.key_backbone, view_b)
+            key_fmap = feature_map(self.key_backbone, key_view)
             key = self.key_projector(key_fmap.mean(dim=(2, 3)))
             dense_key = self.key_dense_projector(key_fmap).flatten(2)  # (B, D, Nk)
-            index, valid = self._matches(batch, fmap.detach(), key_fmap)
+            index, valid = self._matches(boxes, fmap.detach(), key_fmap)
             positives = torch.gather(dense_key, 2, index[:, None].expand(-1, dense_key.shape[1], -1))  # (B, D, N)
             image_keys = F.normalize(dense_key.mean(dim=2), dim=1)
-        negatives, dense_negatives = self.queue.get().clone(), self.dense_queue.get().clone()
         if not len(negatives):  # the first step: nothing queued yet
             negatives, dense_negatives = F.normalize(key, dim=1), image_keys
         t = self.options.temperature
@@ -113,11 +118,25 @@ class DenseCL(Method):
             dense_loss = info_nce(queries, positives.transpose(1, 2)[valid], negatives=dense_negatives, temperature=t)
         else:  # no two views of this batch overlap: no dense term (keeps the graph for every parameter)
             dense_loss = dense_query.sum() * 0
+        return {"global": global_loss, "dense": dense_loss, "key": F.normalize(key, dim=1), "image_keys": image_keys,
+                "matched": valid.float().mean(), "query": query}
+
+    def forward(self, batch: dict) -> StepOutput:
+        view_a, view_b = batch["views"]
+        boxes = require_boxes(batch, "DenseCL with match=geometry") if self.options.match == "geometry" else None
+        negatives, dense_negatives = self.queue.get().clone(), self.dense_queue.get().clone()
+        terms = [self._direction(view_a, view_b, boxes, negatives, dense_negatives)]
+        if self.options.symmetric:
+            swapped = boxes.flip(1) if boxes is not None else None
+            terms.append(self._direction(view_b, view_a, swapped, negatives, dense_negatives))
+        global_loss = sum(t["global"] for t in terms) / len(terms)
+        dense_loss = sum(t["dense"] for t in terms) / len(terms)
         w = self.options.dense_weight
         loss = (1 - w) * global_loss + w * dense_loss
         if self.training:
-            self.queue.enqueue(F.normalize(key, dim=1))
-            self.dense_queue.enqueue(image_keys)
+            self.queue.enqueue(torch.cat([t["key"] for t in terms]))
+            self.dense_queue.enqueue(torch.cat([t["image_keys"] for t in terms]))
+        matched = sum(t["matched"] for t in terms) / len(terms)
         return StepOutput(loss=loss, metrics={"global_loss": float(global_loss.detach()), "dense_loss": float(dense_loss.detach()),
-                                              "matched_cells": float(valid.float().mean())},
-                          embeddings=query.detach())
+                                              "matched_cells": float(matched)},
+                          embeddings=terms[0]["query"].detach())
