@@ -5,7 +5,7 @@ import json
 
 from common import RESULTS_DIR, ROOT
 from selfsup.config import parse_duration
-from selfsup.cpu import CPU_BF16_ENV, CPU_FLAGS
+from selfsup.cpu import CPU_BF16_ENV, CPU_FLAGS, ISA_LIMIT_ENV
 
 SHOWN_FLAGS = [flag for flag in CPU_FLAGS if flag != "avx512f"]  # torch's capability says AVX512 already
 
@@ -25,8 +25,7 @@ def machine_cell(row: dict) -> str:
         parts.append(", ".join(flag for flag in SHOWN_FLAGS if flags.get(flag)) or "no " + "/".join(SHOWN_FLAGS))
     if flags.get("torch_cpu_capability"):
         parts.append(f"torch {flags['torch_cpu_capability']}")
-    if CPU_BF16_ENV in flags:
-        parts.append(f"{CPU_BF16_ENV}={flags[CPU_BF16_ENV]}")
+    parts += [f"{name}={flags[name]}" for name in (CPU_BF16_ENV, *ISA_LIMIT_ENV) if name in flags]
     return f"{row['machine']} ({'; '.join(parts)})" if parts else row["machine"]
 
 

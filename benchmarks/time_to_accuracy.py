@@ -15,7 +15,10 @@ on CIFAR-10, in one invocation, judged by the same kNN protocol (issue 14).
 3. Catch-up: selfsup runs of the ``--catch-up`` budgets, shortest first, until one reaches lightly's kNN@20:
    the time selfsup needs to match lightly's budget (bracketed by the longest budget that fell short).
 
-Writes benchmarks/results/time_to_accuracy_<recipe>_<budget>.json; `python benchmarks/make_results.py` tables it.
+Writes benchmarks/results/time_to_accuracy_<recipe>_<budget>[-<tag>].json; `python benchmarks/make_results.py` tables
+it. An AVX2-only CPU can be played by an AVX-512 one: ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
+MKL_ENABLE_INSTRUCTIONS=AVX2`` hold torch's, oneDNN's and MKL's kernels to AVX2 (``precision=auto`` then picks
+fp32), and the row records the variables.
 Run it alone on the machine: both sides are budget-bound, so anything else running takes steps from them.
 """
 from __future__ import annotations
@@ -29,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, cifar10_folder, parse_args, write_row  # noqa: E402
+from common import ROOT, add_tag_argument, cifar10_folder, parse_args, tag_words, tagged, write_row  # noqa: E402
 from eval_cost import EXACT, evaluate  # noqa: E402
 from learning import train_and_read  # noqa: E402
 from lightly_side_by_side import LIGHTLY_ENV, LIGHTLY_PY  # noqa: E402
@@ -85,6 +88,7 @@ def main() -> None:
     parser.add_argument("--lightly-batch-size", type=int, default=256)  # lightly's example's values
     parser.add_argument("--lightly-workers", type=int, default=8)
     parser.add_argument("--exact", action="store_true", help="evaluate selfsup's run again with the exact protocol")
+    add_tag_argument(parser)
     parser.add_argument("overrides", nargs="*", help="key=value overrides for selfsup's side")
     args = parse_args(parser)
     if not LIGHTLY_PY.exists():
@@ -120,12 +124,12 @@ def main() -> None:
 
     shown = " ".join(["benchmarks/time_to_accuracy.py", f"--budget {args.budget}", f"--recipe {args.recipe}",
                       "--catch-up", *args.catch_up, *(["--exact"] if args.exact else []),
-                      *map(shlex.quote, args.overrides)])
+                      *map(shlex.quote, args.overrides), *tag_words(args.tag)])
     row = {"benchmark": "time_to_accuracy", "command": shown, "budget": args.budget, "recipe": args.recipe,
            "wall_time_s": round(time.perf_counter() - start, 1), "selfsup": ours, "lightly": lightly,
            "ratio_knn20": round(ours["knn20"] / lightly["knn20"], 2), "catch_up": catch_up,
            "selfsup_reaches_lightly_within": reached}
-    print(write_row(f"time_to_accuracy_{args.recipe}_{args.budget}", row))
+    print(write_row(tagged(f"time_to_accuracy_{args.recipe}_{args.budget}", args.tag), row))
 
 
 if __name__ == "__main__":

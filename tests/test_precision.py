@@ -121,6 +121,15 @@ def test_cpu_flags_without_cpuinfo_and_with_the_override(tmp_path, monkeypatch):
     assert cpu_flags(tmp_path / "missing")["fast_bf16"] is None  # the record never raises
 
 
+def test_an_isa_limit_is_recorded_and_holds_auto_to_fp32_below_bf16(monkeypatch):
+    monkeypatch.delenv(CPU_BF16_ENV, raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")  # an AVX-512 machine run as an AVX2-only one
+    assert cpu_has_fast_bf16() is False
+    assert cpu_flags()["ONEDNN_MAX_CPU_ISA"] == "avx2" and "ATEN_CPU_CAPABILITY" not in cpu_flags()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")  # no limit: the CPU decides
+    assert cpu_has_fast_bf16() == (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 def test_env_json_records_the_cpu_model_and_flags():
     from selfsup.dist import DistInfo
     from selfsup.runs import environment
