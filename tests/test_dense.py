@@ -163,7 +163,7 @@ def test_pixpro_consistency_reads_only_positive_pairs():
 
 
 @pytest.mark.parametrize("name,options", [("pixpro", {}), ("densecl", {}), ("densecl", {"match": "feature"}),
-                                          ("densecl", {"symmetric": True})])
+                                          ("densecl", {"symmetric": True}), ("densecl", {"contrast": "simclr"})])
 def test_dense_methods_train_on_the_dense_digits(name, options, dense_digits):
     from selfsup.methods import METHODS
 
@@ -195,3 +195,28 @@ def test_symmetric_densecl_does_not_depend_on_the_order_of_the_views(dense_digit
     one_way = build_method("densecl", copy.deepcopy(backbone), METHODS["densecl"].test_options)
     one_way.load_state_dict(method.state_dict())
     assert one_way(batch).loss.item() != pytest.approx(losses[0], rel=1e-3)
+
+
+def test_dense_info_nce_contrasts_each_cell_with_the_other_images_only():
+    from selfsup.losses import dense_info_nce
+
+    gen = torch.Generator().manual_seed(0)
+    queries, positives = torch.randn(5, 8, generator=gen), torch.randn(5, 8, generator=gen)
+    owners, keys = torch.tensor([0, 0, 1, 2, 2]), torch.randn(3, 8, generator=gen)
+    n = torch.nn.functional.normalize
+    expected = []
+    for m in range(5):
+        others = [j for j in range(3) if j != owners[m]]
+        logits = torch.cat([(n(queries[m], dim=0) * n(positives[m], dim=0)).sum()[None],
+                            n(keys[others], dim=1) @ n(queries[m], dim=0)]) / 0.2
+        expected.append(-torch.log_softmax(logits, dim=0)[0])
+    loss = dense_info_nce(queries, positives, owners, keys, temperature=0.2)
+    assert loss.item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-5)
+    moved = keys.clone()
+    moved[1] = -moved[1]  # image 1's own vector is not a negative of image 1's cell, but is of the others'
+    assert dense_info_nce(queries[2:3], positives[2:3], owners[2:3], moved).item() == pytest.approx(
+        dense_info_nce(queries[2:3], positives[2:3], owners[2:3], keys).item(), rel=1e-6)
+    assert dense_info_nce(queries, positives, owners, moved).item() != pytest.approx(loss.item(), rel=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the products are bf16 there; the loss stays float32
+        under_bf16 = dense_info_nce(queries, positives, owners, keys, temperature=0.2)
+    assert under_bf16.dtype == torch.float32 and under_bf16.item() == pytest.approx(loss.item(), rel=0.05)

@@ -1,7 +1,7 @@
 """Pure loss functions, grouped by family; each declares its distributed semantics."""
 from selfsup.losses.clustering import sinkhorn_knopp, swav_loss
 from selfsup.losses.coding_rate import emp_ssl_loss, patch_invariance, total_coding_rate
-from selfsup.losses.contrastive import info_nce, mochi_negatives, nt_xent, supcon
+from selfsup.losses.contrastive import dense_info_nce, info_nce, mochi_negatives, nt_xent, supcon
 from selfsup.losses.distillation import (dino_loss, feature_distillation, masked_patch_distillation, negative_cosine,
                                         similarity_distillation, soft_target_distillation, update_center)
 from selfsup.losses.image_text import clip_loss, convirt_loss, siglip_loss
@@ -14,6 +14,7 @@ __all__ = [
     "barlow_twins",
     "clip_loss",
     "convirt_loss",
+    "dense_info_nce",
     "dino_loss",
     "emp_ssl_loss",
     "epps_pulley",

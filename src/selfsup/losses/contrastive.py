@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from selfsup.dist import all_gather_no_grad, all_gather_with_grad, rank
+from selfsup.dist import all_gather_no_grad, all_gather_with_grad, all_reduce_sum, rank, world_size
 
 
 def nt_xent(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float = 0.5, gather: bool = True) -> torch.Tensor:
@@ -87,6 +87,40 @@ def info_nce(query: torch.Tensor, key: torch.Tensor, negatives: torch.Tensor | N
         extra = F.normalize(extra_negatives.float(), dim=2)
         logits = torch.cat([logits, torch.einsum("bd,bmd->bm", query, extra)], dim=1)
     return F.cross_entropy(logits / temperature, targets)
+
+
+def dense_info_nce(queries: torch.Tensor, positives: torch.Tensor, owners: torch.Tensor, image_keys: torch.Tensor,
+                   temperature: float = 0.2, gather: bool = True) -> torch.Tensor:
+    """DenseCL's dense contrast (Wang et al., CVPR 2021, eq. 3) with the batch's images as its negatives.
+
+    ``queries`` and ``positives`` (M, D): feature-map cells and their matched cells in the other view;
+    ``owners`` (M,): the local index of each query's image; ``image_keys`` (B, D): one vector per local image
+    (the mean of its dense keys). The logits of query m are ``[q_m . p_m, q_m . image_keys_j for every other image
+    j of the global batch]``: the query's own image is not its negative. L2-normalised, float32.
+
+    Distributed: ``image_keys`` are gathered with autograd, and the sum over this rank's queries is divided by
+    the global number of queries over the number of ranks, so that DDP's average over ranks is the
+    single-process mean over all queries however unevenly the matched cells fall on the ranks."""
+    if queries.shape != positives.shape or queries.ndim != 2 or owners.shape != queries.shape[:1]:
+        raise ValueError(f"dense_info_nce expects queries and positives of one (M, D) shape and owners (M,), got "
+                         f"{tuple(queries.shape)}, {tuple(positives.shape)} and {tuple(owners.shape)}")
+    queries = F.normalize(queries.float(), dim=1)
+    positives = F.normalize(positives.float(), dim=1)
+    keys = F.normalize(image_keys.float(), dim=1)
+    batch = keys.shape[0]
+    all_keys = all_gather_with_grad(keys) if gather else keys
+    offset = rank() * batch if all_keys.shape[0] > batch else 0
+    negatives = (queries @ all_keys.T).float()  # (M, global batch); float: autocast makes the product bf16
+    negatives = negatives.index_put((torch.arange(len(queries), device=queries.device), owners + offset),
+                                    torch.tensor(float("-inf"), device=queries.device))
+    logits = torch.cat([(queries * positives).sum(dim=1, keepdim=True), negatives], dim=1) / temperature
+    summed = F.cross_entropy(logits, torch.zeros(len(queries), dtype=torch.long, device=queries.device),
+                             reduction="sum")
+    count = torch.tensor(float(len(queries)), device=queries.device)
+    ranks = world_size() if gather and all_keys.shape[0] > batch else 1
+    if ranks > 1:
+        count = all_reduce_sum(count) / ranks
+    return summed / count.clamp_min(1.0)
 
 
 @torch.no_grad()

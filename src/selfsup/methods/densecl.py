@@ -11,7 +11,14 @@ global one:
    are a second queue holding each earlier image's mean dense key (the paper's dense queue);
 3. loss = (1 - lambda) * global + lambda * dense (lambda = 0.5, paper section 3.3).
 
-``symmetric=true`` adds the other direction (view b as the query, view a through the key encoder) and averages
+``contrast=simclr`` puts the dense term on SimCLR's contrast instead of MoCo v2's: no key encoder and no queues;
+both views pass through the one encoder, the global loss is NT-Xent over the batch
+(:func:`~selfsup.losses.nt_xent`), and each matched cell's negatives are the other images of the batch, one mean
+dense vector each (:func:`~selfsup.losses.dense_info_nce`), in both directions. At the few thousand steps of a
+CPU budget SimCLR's in-batch contrast learns much faster than a queue of stale keys (benchmarks/RESULTS.md, the
+dense table), so this is the variant that isolates what the dense term adds to a global-only SimCLR.
+
+``symmetric=true`` (with ``contrast=moco``) adds the other direction (view b as the query, view a through the key encoder) and averages
 the two, as MoCo v3 does; the paper's loss (the default) has one direction.
 
 Matching (``match``): ``feature``, the paper's rule, takes for each query location the key location whose
@@ -37,7 +44,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from selfsup.heads import mlp
-from selfsup.losses import info_nce
+from selfsup.losses import dense_info_nce, info_nce, nt_xent
 from selfsup.methods.base import METHODS, Method, StepOutput
 from selfsup.methods.common import SameViewsOptions, Scale
 from selfsup.backbones.feature_maps import feature_map, require_feature_map
@@ -57,6 +64,7 @@ class DenseCLOptions(SameViewsOptions):
     dense_weight: float = Field(0.5, ge=0, le=1)  # lambda
     match: Literal["geometry", "feature"] = "geometry"
     symmetric: bool = False  # both views as queries (as MoCo v3 does); the paper's loss is asymmetric
+    contrast: Literal["moco", "simclr"] = "moco"  # the paper's MoCo v2, or SimCLR's in-batch contrast
 
 
 @METHODS.register("densecl")
@@ -70,16 +78,21 @@ class DenseCL(Method):
         self.options = options
         self.backbone = backbone
         width, hidden, dim = backbone.num_features, options.projector_hidden_dim, options.projector_out_dim
-        self.projector = mlp(width, hidden, dim, batch_norm=False)  # MoCo v2's fc-ReLU-fc
-        self.dense_projector = conv_projector(width, hidden, dim, batch_norm=False)
+        in_batch = options.contrast == "simclr"  # SimCLR's projector has BatchNorm, MoCo v2's fc-ReLU-fc none
+        self.projector = mlp(width, hidden, dim, batch_norm=in_batch)
+        self.dense_projector = conv_projector(width, hidden, dim, batch_norm=in_batch)
+        self.views = dataclasses.replace(options.same_views(2), boxes=options.match == "geometry")
+        if in_batch:
+            return
         self.key_backbone = frozen_copy(backbone)
         self.key_projector = frozen_copy(self.projector)
         self.key_dense_projector = frozen_copy(self.dense_projector)
         self.queue = FeatureQueue(options.queue_size, dim)
         self.dense_queue = FeatureQueue(options.queue_size, dim)
-        self.views = dataclasses.replace(options.same_views(2), boxes=options.match == "geometry")
 
     def after_optimizer_step(self, progress: float) -> None:
+        if self.options.contrast == "simclr":
+            return
         for key, query in ((self.key_backbone, self.backbone), (self.key_projector, self.projector),
                            (self.key_dense_projector, self.dense_projector)):
             ema_update(key, query, self.options.momentum)
@@ -121,9 +134,34 @@ class DenseCL(Method):
         return {"global": global_loss, "dense": dense_loss, "key": F.normalize(key, dim=1), "image_keys": image_keys,
                 "matched": valid.float().mean(), "query": query}
 
+    def _in_batch(self, batch: dict, boxes: torch.Tensor | None) -> StepOutput:
+        """``contrast=simclr``: NT-Xent between the views' pooled projections, and the dense contrast of each
+        view's matched cells against the other view, with the batch's other images as negatives."""
+        view_a, view_b = batch["views"]
+        fmaps = feature_map(self.backbone, torch.cat([view_a, view_b]))
+        z_a, z_b = self.projector(fmaps.mean(dim=(2, 3))).chunk(2)
+        global_loss = nt_xent(z_a, z_b, self.options.temperature)
+        dense = self.dense_projector(fmaps).flatten(2).chunk(2)  # each (B, D, N)
+        maps = fmaps.detach().chunk(2)
+        dense_terms, matched = [], []
+        for q, k, order in ((0, 1, boxes), (1, 0, boxes.flip(1) if boxes is not None else None)):
+            index, valid = self._matches(order, maps[q], maps[k])
+            positives = torch.gather(dense[k], 2, index[:, None].expand(-1, dense[k].shape[1], -1))
+            owners = torch.arange(len(valid), device=valid.device)[:, None].expand_as(valid)[valid]
+            dense_terms.append(dense_info_nce(dense[q].transpose(1, 2)[valid], positives.transpose(1, 2)[valid],
+                                              owners, dense[k].mean(dim=2), self.options.temperature))
+            matched.append(valid.float().mean())
+        dense_loss = sum(dense_terms) / 2
+        w = self.options.dense_weight
+        return StepOutput(loss=(1 - w) * global_loss + w * dense_loss,
+                          metrics={"global_loss": float(global_loss.detach()), "dense_loss": float(dense_loss.detach()),
+                                   "matched_cells": float(sum(matched) / 2)}, embeddings=z_a.detach())
+
     def forward(self, batch: dict) -> StepOutput:
         view_a, view_b = batch["views"]
         boxes = require_boxes(batch, "DenseCL with match=geometry") if self.options.match == "geometry" else None
+        if self.options.contrast == "simclr":
+            return self._in_batch(batch, boxes)
         negatives, dense_negatives = self.queue.get().clone(), self.dense_queue.get().clone()
         terms = [self._direction(view_a, view_b, boxes, negatives, dense_negatives)]
         if self.options.symmetric:
