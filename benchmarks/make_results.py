@@ -218,6 +218,12 @@ def kind_rows(rows: list[dict]) -> list[str]:
     return lines
 
 
+def method_variant(row: dict) -> str:
+    """The method, with the ``method_options.*`` overrides of its command: ``densecl (contrast=simclr)``."""
+    options = [word.split(".", 1)[1] for word in row["command"].split() if word.startswith("method_options.")]
+    return f"{row['method']} ({', '.join(options)})" if options else row["method"]
+
+
 def dense_rows(rows: list[dict]) -> list[str]:
     """One row per dense run (benchmarks/dense.py): the dense probe's mIoU and pixel accuracy of the pretrained,
     random-init and raw-pixel rows, the mIoU margins, and kNN@20 beside them."""
@@ -231,7 +237,7 @@ def dense_rows(rows: list[dict]) -> list[str]:
         trained, fresh, raw = scores["pretrained"], scores.get("random_init", {}), scores.get("raw_pixels", {})
         margins = row.get("miou_margin_points", {})
         lines.append(
-            f"| {row['dataset']} | {row['method']} | {row['backbone']} | {row['steps']} ({row['epochs']}) "
+            f"| {row['dataset']} | {method_variant(row)} | {row['backbone']} | {row['steps']} ({row['epochs']}) "
             f"| {row.get('probe_reads', 'last map')} | {pct(trained.get('dense_miou'))} | {pct(fresh.get('dense_miou'))} | {pct(raw.get('dense_miou'))} "
             f"| {margins.get('over_random_init', '-'):+} / {margins.get('over_raw_pixels', '-'):+} "
             f"| {pct(trained.get('dense_pixel_acc'))} ({pct(fresh.get('dense_pixel_acc'))}, "
