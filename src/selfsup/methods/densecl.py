@@ -18,8 +18,8 @@ dense vector each (:func:`~selfsup.losses.dense_info_nce`), in both directions. 
 CPU budget SimCLR's in-batch contrast learns much faster than a queue of stale keys (benchmarks/RESULTS.md, the
 dense table), so this is the variant that isolates what the dense term adds to a global-only SimCLR.
 
-``symmetric=true`` (with ``contrast=moco``) adds the other direction (view b as the query, view a through the key encoder) and averages
-the two, as MoCo v3 does; the paper's loss (the default) has one direction.
+``symmetric=true`` (with ``contrast=moco``) adds the other direction (view b as the query, view a through the key
+encoder) and averages the two, as MoCo v3 does; the paper's loss (the default) has one direction.
 
 Matching (``match``): ``feature``, the paper's rule, takes for each query location the key location whose
 backbone feature (key encoder) is most similar; ``geometry`` (default here) uses the views' crop boxes and
@@ -31,7 +31,10 @@ that the paper's rule approximates.
 Distributed: both queues are filled with every rank's keys (:class:`~selfsup.methods.parts.queue.FeatureQueue`),
 so the negatives are the same on every rank; the losses are means over this rank's queries (with geometry
 matching the number of dense queries differs from rank to rank, so DDP's average weighs ranks equally rather
-than queries). On the first step, with the queues still empty, this batch's keys are the negatives.
+than queries). On the first step, with the queues still empty, this batch's keys are the negatives. With
+``contrast=simclr`` both losses gather the global batch with autograd (:func:`~selfsup.losses.nt_xent`,
+:func:`~selfsup.losses.dense_info_nce`, the latter normalised by the global number of matched cells), so N ranks
+give the single-process loss and gradient; the projectors' BatchNorm reads this rank's batch, as SimCLR's does.
 """
 from __future__ import annotations
 
