@@ -220,3 +220,10 @@ def test_dense_info_nce_contrasts_each_cell_with_the_other_images_only():
     with torch.autocast("cpu", dtype=torch.bfloat16):  # the products are bf16 there; the loss stays float32
         under_bf16 = dense_info_nce(queries, positives, owners, keys, temperature=0.2)
     assert under_bf16.dtype == torch.float32 and under_bf16.item() == pytest.approx(loss.item(), rel=0.05)
+
+
+def test_symmetric_with_the_in_batch_contrast_fails_at_start_naming_the_key():
+    from selfsup.methods.densecl import DenseCLOptions
+
+    with pytest.raises(ValueError, match="method_options.symmetric"):
+        DenseCLOptions(symmetric=True, contrast="simclr")

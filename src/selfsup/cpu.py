@@ -4,8 +4,8 @@
 others (AVX2 only, or oneDNN held below AVX512_CORE_BF16 by ``ONEDNN_MAX_CPU_ISA``) bf16 is emulated and much
 slower than fp32. The environment variable ``SELFSUP_CPU_BF16`` (``1`` or ``0``) overrides the detection: to
 choose for yourself, or to make one machine choose as the other kind of CPU would (``SELFSUP_CPU_BF16=0 make
-test``). Runs (``env.json``), ``selfsup bench`` and the
-benchmarks record :func:`cpu_flags` beside :func:`cpu_model`, since two CPUs of one model name can differ.
+test``). Runs (``env.json``), ``selfsup bench`` and the benchmarks record :func:`cpu_flags` beside
+:func:`cpu_model`, since two CPUs of one model name can differ.
 
 A leaf module: it imports nothing of selfsup.
 """

@@ -117,9 +117,8 @@ def dense_info_nce(queries: torch.Tensor, positives: torch.Tensor, owners: torch
     summed = F.cross_entropy(logits, torch.zeros(len(queries), dtype=torch.long, device=queries.device),
                              reduction="sum")
     count = torch.tensor(float(len(queries)), device=queries.device)
-    ranks = world_size() if gather and all_keys.shape[0] > batch else 1
-    if ranks > 1:
-        count = all_reduce_sum(count) / ranks
+    if all_keys.shape[0] > batch:  # gathered: the mean number of queries per rank
+        count = all_reduce_sum(count) / world_size()
     return summed / count.clamp_min(1.0)
 
 

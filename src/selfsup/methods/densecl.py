@@ -44,7 +44,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from selfsup.heads import mlp
 from selfsup.losses import dense_info_nce, info_nce, nt_xent
@@ -68,6 +68,18 @@ class DenseCLOptions(SameViewsOptions):
     match: Literal["geometry", "feature"] = "geometry"
     symmetric: bool = False  # both views as queries (as MoCo v3 does); the paper's loss is asymmetric
     contrast: Literal["moco", "simclr"] = "moco"  # the paper's MoCo v2, or SimCLR's in-batch contrast
+
+    @model_validator(mode="after")
+    def _symmetric_needs_moco(self) -> "DenseCLOptions":
+        if self.symmetric and self.contrast == "simclr":
+            raise ValueError("method_options.symmetric applies to contrast=moco; contrast=simclr always contrasts "
+                             "both directions: drop symmetric=true or set contrast=moco")
+        return self
+
+
+def _swapped(boxes: torch.Tensor | None) -> torch.Tensor | None:
+    """The views' geometry with view b first: the other direction's query."""
+    return None if boxes is None else boxes.flip(1)
 
 
 @METHODS.register("densecl")
@@ -137,17 +149,16 @@ class DenseCL(Method):
         return {"global": global_loss, "dense": dense_loss, "key": F.normalize(key, dim=1), "image_keys": image_keys,
                 "matched": valid.float().mean(), "query": query}
 
-    def _in_batch(self, batch: dict, boxes: torch.Tensor | None) -> StepOutput:
+    def _in_batch(self, view_a: torch.Tensor, view_b: torch.Tensor, boxes: torch.Tensor | None) -> StepOutput:
         """``contrast=simclr``: NT-Xent between the views' pooled projections, and the dense contrast of each
         view's matched cells against the other view, with the batch's other images as negatives."""
-        view_a, view_b = batch["views"]
         fmaps = feature_map(self.backbone, torch.cat([view_a, view_b]))
         z_a, z_b = self.projector(fmaps.mean(dim=(2, 3))).chunk(2)
         global_loss = nt_xent(z_a, z_b, self.options.temperature)
         dense = self.dense_projector(fmaps).flatten(2).chunk(2)  # each (B, D, N)
         maps = fmaps.detach().chunk(2)
         dense_terms, matched = [], []
-        for q, k, order in ((0, 1, boxes), (1, 0, boxes.flip(1) if boxes is not None else None)):
+        for q, k, order in ((0, 1, boxes), (1, 0, _swapped(boxes))):
             index, valid = self._matches(order, maps[q], maps[k])
             positives = torch.gather(dense[k], 2, index[:, None].expand(-1, dense[k].shape[1], -1))
             owners = torch.arange(len(valid), device=valid.device)[:, None].expand_as(valid)[valid]
@@ -164,12 +175,11 @@ class DenseCL(Method):
         view_a, view_b = batch["views"]
         boxes = require_boxes(batch, "DenseCL with match=geometry") if self.options.match == "geometry" else None
         if self.options.contrast == "simclr":
-            return self._in_batch(batch, boxes)
+            return self._in_batch(view_a, view_b, boxes)
         negatives, dense_negatives = self.queue.get().clone(), self.dense_queue.get().clone()
         terms = [self._direction(view_a, view_b, boxes, negatives, dense_negatives)]
         if self.options.symmetric:
-            swapped = boxes.flip(1) if boxes is not None else None
-            terms.append(self._direction(view_b, view_a, swapped, negatives, dense_negatives))
+            terms.append(self._direction(view_b, view_a, _swapped(boxes), negatives, dense_negatives))
         global_loss = sum(t["global"] for t in terms) / len(terms)
         dense_loss = sum(t["dense"] for t in terms) / len(terms)
         w = self.options.dense_weight
